@@ -1,0 +1,193 @@
+"""Qwen3 dense: the model's shape, read from / written to HF config.json, and mapped to megatron-core.
+
+We compose megatron-core's TransformerConfig rather than subclass it: one
+function (`to_transformer_config`) is the only place the mapping lives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from nemo_terminal.errors import UserError
+
+QWEN3_VOCAB_SIZE = 151936
+
+
+@dataclass
+class Qwen3Config:
+    """The shape of a dense Qwen3. Field names follow HF's config.json."""
+
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int = QWEN3_VOCAB_SIZE
+    tie_word_embeddings: bool = False
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    max_position_embeddings: int = 40960
+    rope_scaling: Optional[dict[str, Any]] = None
+    """HF rope_scaling, e.g. {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32768}."""
+    torch_dtype: str = "bfloat16"
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Other config.json keys (bos/eos ids, ...), carried through to export untouched."""
+
+    def __post_init__(self) -> None:
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise UserError(
+                f"num_attention_heads={self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads={self.num_key_value_heads}"
+            )
+        for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "head_dim", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"config field {name} must be positive, got {getattr(self, name)}")
+
+    # -- HF config.json ---------------------------------------------------------------
+    @classmethod
+    def from_hf_dict(cls, cfg: dict[str, Any], source: str = "config.json") -> "Qwen3Config":
+        arch = cfg.get("architectures") or []
+        if cfg.get("model_type") != "qwen3" or (arch and arch[0] != "Qwen3ForCausalLM"):
+            raise UserError(
+                f"{source}: model_type={cfg.get('model_type')!r} architectures={arch} is not a dense Qwen3 "
+                "(expected model_type 'qwen3', Qwen3ForCausalLM)"
+            )
+        if cfg.get("attention_bias"):
+            raise UserError(f"{source}: attention_bias=true is not Qwen3 (Qwen3 has no q/k/v bias)")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        required = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"]
+        missing = [k for k in required if k not in cfg]
+        if missing:
+            raise UserError(f"{source}: missing keys {missing}")
+        kwargs = {k: cfg[k] for k in names if k in cfg and cfg[k] is not None}
+        kwargs.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+        kwargs.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+        known = names | {"architectures", "model_type"}
+        kwargs["extra"] = {k: v for k, v in cfg.items() if k not in known}
+        if "dtype" in cfg and "torch_dtype" not in cfg:
+            kwargs["torch_dtype"] = cfg["dtype"]
+        return cls(**kwargs)
+
+    @classmethod
+    def from_hf_dir(cls, path: str | Path) -> "Qwen3Config":
+        file = Path(path) / "config.json"
+        if not file.is_file():
+            raise UserError(f"{file} does not exist: is {path} a Hugging Face model directory?")
+        try:
+            return cls.from_hf_dict(json.loads(file.read_text()), source=str(file))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{file} is not valid JSON: {err}") from None
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
+        out.update(
+            architectures=["Qwen3ForCausalLM"],
+            model_type="qwen3",
+            attention_bias=False,
+            attention_dropout=0.0,
+            hidden_act="silu",
+            use_sliding_window=False,
+        )
+        if out.get("rope_scaling") is None:
+            out.pop("rope_scaling", None)
+        return out
+
+    def num_params(self) -> int:
+        h, q, kv, d, f, v = (self.hidden_size, self.num_attention_heads, self.num_key_value_heads,
+                             self.head_dim, self.intermediate_size, self.vocab_size)
+        per_layer = h * d * (q + 2 * kv) + q * d * h + 3 * h * f + 2 * h + 2 * d
+        return self.num_hidden_layers * per_layer + v * h * (1 if self.tie_word_embeddings else 2) + h
+
+
+def to_transformer_config(
+    cfg: Qwen3Config,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    vpp: Optional[int] = None,
+    cp: int = 1,
+    sequence_parallel: bool = False,
+    precision: str = "fp32",
+    recompute: str = "none",
+    gradient_accumulation_fusion: bool = False,
+    **overrides: Any,
+):
+    """Qwen3 shape + run settings -> megatron-core TransformerConfig."""
+    from megatron.core.transformer import TransformerConfig
+
+    bf16 = precision == "bf16"
+    kwargs: dict[str, Any] = dict(
+        num_layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_query_groups=cfg.num_key_value_heads,
+        kv_channels=cfg.head_dim,  # explicit: heads*head_dim != hidden for 0.6B and 32B
+        ffn_hidden_size=cfg.intermediate_size,
+        normalization="RMSNorm",
+        layernorm_epsilon=cfg.rms_norm_eps,
+        qk_layernorm=True,
+        gated_linear_unit=True,
+        activation_func=torch.nn.functional.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=gradient_accumulation_fusion,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=vpp,
+        context_parallel_size=cp,
+        sequence_parallel=sequence_parallel,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
+        autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_cpu_initialization=True,
+        calculate_per_token_loss=True,
+        cross_entropy_loss_fusion=False,
+    )
+    if recompute == "full":
+        kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    elif recompute == "selective":
+        kwargs.update(recompute_granularity="selective")
+    elif recompute != "none":
+        raise UserError(f"train.recompute must be none|selective|full, got {recompute!r}")
+    kwargs.update(overrides)
+    return TransformerConfig(**kwargs)
+
+
+def rope_kwargs(cfg: Qwen3Config) -> dict[str, Any]:
+    """GPTModel keyword arguments for rotary embeddings, including YaRN for 64K runs."""
+    scaling = cfg.rope_scaling or {}
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind in (None, "default"):
+        return dict(position_embedding_type="rope", rotary_base=int(cfg.rope_theta))
+    if kind == "yarn":
+        return dict(position_embedding_type="yarn", rotary_base=int(cfg.rope_theta))
+    raise UserError(f"rope_scaling type {kind!r} is not supported (use yarn or none)")
+
+
+def yarn_config_overrides(cfg: Qwen3Config) -> dict[str, Any]:
+    scaling = cfg.rope_scaling or {}
+    if (scaling.get("rope_type") or scaling.get("type")) != "yarn":
+        return {}
+    return dict(
+        yarn_rotary_scaling_factor=float(scaling["factor"]),
+        yarn_original_max_position_embeddings=int(scaling.get("original_max_position_embeddings", 32768)),
+        yarn_beta_fast=float(scaling.get("beta_fast", 32.0)),
+        yarn_beta_slow=float(scaling.get("beta_slow", 1.0)),
+        yarn_mscale=1.0,
+        yarn_mscale_all_dim=0.0,
+    )
