@@ -1,6 +1,6 @@
 """The parallel layout: one object with tp/pp/vpp/cp/dp, validated before any compute."""
 
-from __future__ import annotations
+
 
 from dataclasses import dataclass
 from typing import Optional

@@ -1,0 +1,111 @@
+"""Per-step metrics: metrics.jsonl for every step, a readable line per interval, TB/W&B.
+
+Only rank 0 writes. Secrets never reach a log: the W&B key comes from the
+environment and is never recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from nemo_terminal.training.config import Config
+
+log = logging.getLogger("nemo_terminal.train")
+
+
+def flops_per_step(model_cfg, tokens: int, sum_doc_len_sq: float) -> float:
+    """Training FLOPs: 6·N·tokens (dense matmuls, fwd+bwd) + causal attention.
+
+    Attention per layer, forward: QKᵀ and AV are 2·2·d_attn FLOPs per (query, key) pair,
+    with Σ L²/2 causal pairs over documents of length L; backward doubles it:
+    3 · 4 · d_attn · Σ L²/2 = 6 · d_attn · Σ L² per layer, d_attn = heads · head_dim.
+    N excludes the input embedding (a lookup, not a matmul).
+    """
+    n = model_cfg.num_params() - model_cfg.vocab_size * model_cfg.hidden_size * (
+        0 if model_cfg.tie_word_embeddings else 1
+    )
+    d_attn = model_cfg.num_attention_heads * model_cfg.head_dim
+    return 6.0 * n * tokens + 6.0 * model_cfg.num_hidden_layers * d_attn * sum_doc_len_sq
+
+
+class MetricsLogger:
+    def __init__(self, cfg: Config, total_steps: int, start_step: int, enabled: bool):
+        self.enabled = enabled
+        self.cfg = cfg
+        self.total = total_steps
+        self.start_step = start_step
+        self.t0 = time.perf_counter()
+        self.tb = None
+        self.wandb = None
+        if not enabled:
+            return
+        self.path = Path(cfg.run_dir) / "metrics.jsonl"
+        if cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(cfg.run_dir) / "tensorboard"))
+        if cfg.log.wandb:
+            import wandb  # reads WANDB_API_KEY from the environment; never logged
+
+            self.wandb = wandb.init(project=cfg.log.wandb_project, dir=cfg.run_dir, resume="allow")
+
+    def log_step(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = record["step"]
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                    self.tb.add_scalar(f"train/{key}", value, step)
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
+        if step % self.cfg.log.interval == 0 or step == self.total:
+            log.info(self._line(record))
+
+    def _line(self, r: dict[str, Any]) -> str:
+        done = r["step"] - self.start_step
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / max(done, 1) * (self.total - r["step"])
+        mfu = f" mfu {r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else ""
+        skipped = " SKIPPED" if r["skipped"] else ""
+        return (
+            f"step {r['step']}/{self.total} loss {r['loss']:.5f} lr {r['lr']:.3e} "
+            f"grad_norm {r['grad_norm']:.4f} tokens/s {r['tokens_per_s']:.0f}{mfu}{skipped} "
+            f"eta {_hms(eta)}"
+        )
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def peak_flops(on_gpu: bool) -> Optional[float]:
+    """Dense bf16 peak of the local GPU, for MFU. None on CPU (MFU is not reported)."""
+    if not on_gpu:
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    for key, tflops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("B200", 2250e12)):
+        if key in name:
+            return tflops
+    return None

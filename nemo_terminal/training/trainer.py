@@ -1,0 +1,381 @@
+"""The one trainer: SFT of Qwen3 on megatron-core, identical on one CPU process and on many GPUs.
+
+Flow: validate layout → parallel state → model chunks (DDP) → distributed
+optimizer + cosine schedule → data module → resume → loop of
+forward_backward_func steps with per-token loss → atomic checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+
+from nemo_terminal.errors import UserError
+from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config, yarn_config_overrides
+from nemo_terminal.runtime import init_parallel_state, is_rank0, on_gpu
+from nemo_terminal.training import checkpoint
+from nemo_terminal.training.config import Config, to_yaml
+from nemo_terminal.training.loss import masked_token_loss
+from nemo_terminal.training.metrics import MetricsLogger, flops_per_step, peak_flops
+
+log = logging.getLogger("nemo_terminal.train")
+
+
+class Trainer:
+    """Owns the model chunks, optimizer, scheduler and data module of one run."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.step = 0
+        self.consecutive_skips = 0
+        self.skipped_total = 0
+
+    # -- setup ----------------------------------------------------------------------------
+    def setup(self) -> "Trainer":
+        from megatron.core import parallel_state as ps
+
+        cfg = self.cfg
+        source = self._model_source()
+        self.model_cfg = self._read_model_config(source)
+        cfg.parallel.check_model(
+            self.model_cfg.num_hidden_layers, self.model_cfg.num_attention_heads, self.model_cfg.num_key_value_heads
+        )
+        init_parallel_state(cfg.parallel, seed=cfg.train.seed)
+        self.dp = ps.get_data_parallel_world_size()
+        self.num_micro = cfg.train.micro_batches_per_step(self.dp)
+        self.data = self._build_data(source)
+        self.total_steps = self._total_steps()
+        self.tcfg = self._transformer_config()
+        self.model = self._build_model()
+        self.optimizer = self._build_optimizer()
+        self.scheduler = self._build_scheduler()
+        resume = self._resume_path()
+        if resume is not None:
+            self._load(resume, full=True)
+        else:
+            self._load(checkpoint.latest_checkpoint(source) or _missing(source), full=False)
+        if is_rank0():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+            (self.run_dir / "model_config.json").write_text(_json(self.model_cfg.to_hf_dict()))
+            _copy_tokenizer(source / "tokenizer", self.run_dir / "tokenizer")
+        return self
+
+    def _model_source(self) -> Path:
+        if self.cfg.model.megatron_dir:
+            path = Path(self.cfg.model.megatron_dir)
+            if not (path / "model_config.json").is_file():
+                raise UserError(f"model.megatron_dir={path} is not a checkpoint from `nemo-terminal import` (no model_config.json)")
+            return path
+        from nemo_terminal.convert.hf_to_megatron import import_checkpoint
+
+        out = self.run_dir / "imported"
+        if is_rank0() and not (out / "latest").is_file():
+            import_checkpoint(self.cfg.model.hf_dir, out, dtype=self.cfg.train.precision, force=True)
+        if dist.is_initialized():
+            dist.barrier()
+        return out
+
+    def _read_model_config(self, source: Path) -> Qwen3Config:
+        import json
+
+        model_cfg = Qwen3Config.from_hf_dict(json.loads((source / "model_config.json").read_text()), str(source))
+        if self.cfg.model.yarn_factor:
+            model_cfg.rope_scaling = {
+                "rope_type": "yarn",
+                "factor": self.cfg.model.yarn_factor,
+                "original_max_position_embeddings": self.cfg.model.yarn_original_max_position,
+            }
+            model_cfg.max_position_embeddings = int(self.cfg.model.yarn_original_max_position * self.cfg.model.yarn_factor)
+        return model_cfg
+
+    def _build_data(self, source: Path):
+        from megatron.core import parallel_state as ps
+
+        from nemo_terminal.data.module import TerminalDataModule
+        from nemo_terminal.models.tokenizer import tokenizer_hash
+
+        cfg = self.cfg
+        data = TerminalDataModule(
+            cfg.data,
+            global_batch_size=cfg.train.global_batch_size,
+            micro_batch_size=cfg.train.micro_batch_size,
+            dp_rank=ps.get_data_parallel_rank(),
+            dp_size=self.dp,
+            cp_rank=ps.get_context_parallel_rank(),
+            cp_size=cfg.parallel.cp,
+            required_pad_multiple=cfg.parallel.pad_multiple(),
+            tokenizer_hash=tokenizer_hash(source / "tokenizer"),
+        )
+        data.setup()
+        return data
+
+    def _total_steps(self) -> int:
+        train = self.cfg.train
+        if train.max_steps is not None:
+            return int(train.max_steps)
+        steps = int(math.ceil(self.data.steps_per_epoch * train.epochs))
+        if steps < 1:
+            raise UserError("the data holds less than one global batch; lower train.global_batch_size")
+        return steps
+
+    def _transformer_config(self):
+        from megatron.core.distributed import finalize_model_grads
+
+        p, t = self.cfg.parallel, self.cfg.train
+        tcfg = to_transformer_config(
+            self.model_cfg, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, sequence_parallel=p.sequence_parallel,
+            precision=t.precision, recompute=t.recompute,
+        )
+        for key, value in yarn_config_overrides(self.model_cfg).items():
+            setattr(tcfg, key, value)
+        tcfg.finalize_model_grads_func = finalize_model_grads
+        return tcfg
+
+    def _build_model(self) -> list:
+        from megatron.core import parallel_state as ps
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+        from nemo_terminal.models.provider import build_gpt_model
+
+        chunks = []
+        vpp = self.cfg.parallel.vpp
+        for vp_stage in range(vpp or 1):
+            stage = vp_stage if vpp else None
+            chunk = build_gpt_model(
+                self.model_cfg, self.tcfg, self.cfg.model.attention_backend,
+                pre_process=ps.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+                post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+                vp_stage=stage,
+            )
+            if on_gpu():
+                chunk.cuda(torch.cuda.current_device())
+            chunks.append(chunk)
+        ddp_cfg = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=True,
+            check_for_nan_in_grad=False, average_in_collective=False,
+        )
+        wrapped = [
+            DistributedDataParallel(config=self.tcfg, ddp_config=ddp_cfg, module=c, disable_bucketing=i > 0)
+            for i, c in enumerate(chunks)
+        ]
+        for chunk in wrapped:
+            chunk.broadcast_params()
+        if len(wrapped) > 1:
+            self.tcfg.no_sync_func = [c.no_sync for c in wrapped]
+        else:
+            self.tcfg.no_sync_func = wrapped[0].no_sync
+        return wrapped
+
+    def _build_optimizer(self):
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+        t = self.cfg.train
+        opt_cfg = OptimizerConfig(
+            optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
+            adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, clip_grad=t.clip_grad,
+            bf16=t.precision == "bf16", params_dtype=self.tcfg.params_dtype, use_distributed_optimizer=True,
+        )
+        return get_megatron_optimizer(opt_cfg, self.model)
+
+    def _build_scheduler(self):
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        t = self.cfg.train
+        warmup = int(round(t.warmup_fraction * self.total_steps))
+        return OptimizerParamScheduler(
+            self.optimizer, init_lr=0.0, max_lr=t.lr, min_lr=t.min_lr, lr_warmup_steps=warmup,
+            lr_decay_steps=self.total_steps, lr_decay_style="cosine", start_wd=t.weight_decay,
+            end_wd=t.weight_decay, wd_incr_steps=self.total_steps, wd_incr_style="constant",
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _model_state(self) -> dict[str, Any]:
+        if len(self.model) == 1:
+            return {"model": self.model[0].sharded_state_dict()}
+        return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(self.model)}
+
+    def _resume_path(self) -> Optional[Path]:
+        resume = self.cfg.checkpoint.resume
+        if resume == "never":
+            return None
+        if resume == "auto":
+            return checkpoint.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
+        path = Path(resume)
+        if (path / "latest").is_file():
+            return checkpoint.latest_checkpoint(path)
+        if not (path / "metadata.json").is_file():
+            raise UserError(f"checkpoint.resume={resume} is not a checkpoint (no metadata.json or latest)")
+        return path
+
+    def _load(self, path: Path, full: bool) -> None:
+        state = self._model_state()
+        if full:
+            state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True)
+        loaded = checkpoint.load(state, path)
+        for i, chunk in enumerate(self.model):
+            chunk.module.load_state_dict(loaded["model" if len(self.model) == 1 else f"model{i}"], strict=True)
+        if full:
+            self.optimizer.load_state_dict(loaded["optimizer"])
+            self.scheduler.load_state_dict(loaded["opt_param_scheduler"])
+            self.data.load_state_dict(loaded["data"])
+            self.step = int(loaded["iteration"])
+            self.skipped_total = int(loaded.get("skipped_total", 0))
+            log.info("resumed from %s at step %d", path, self.step)
+        else:
+            self.optimizer.reload_model_params()  # copy loaded weights into fp32 master params
+            log.info("initial weights from %s", path)
+
+    def save(self) -> Path:
+        state = self._model_state()
+        state["optimizer"] = self.optimizer.sharded_state_dict(state)
+        state.update(
+            opt_param_scheduler=self.scheduler.state_dict(), data=self.data.state_dict(),
+            iteration=self.step, skipped_total=self.skipped_total,
+        )
+        return checkpoint.save(state, self.run_dir, self.step, self.cfg.checkpoint.keep_last)
+
+    # -- the loop -------------------------------------------------------------------------
+    def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
+        """One optimizer step over this rank's micro-batches; returns the global metrics."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        for chunk in self.model:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        batches = [_to_device(b) for b in micro_batches]
+        iterators: Any = [iter(batches) for _ in self.model] if len(self.model) > 1 else iter(batches)
+        reports = get_forward_backward_func()(
+            forward_step_func=_forward_step, data_iterator=iterators, model=self.model,
+            num_microbatches=len(batches), seq_length=int(batches[0]["tokens"].shape[1]) * self.cfg.parallel.cp,
+            micro_batch_size=1, forward_only=False,
+        )
+        loss_sum, loss_tokens = _global_loss(reports)
+        skipped = not math.isfinite(loss_sum)
+        grad_norm = float("nan")
+        if not skipped:
+            self.optimizer.prepare_grads()
+            grad_norm = float(self.optimizer.get_grad_norm())
+            skipped = not math.isfinite(grad_norm)
+        if not skipped:
+            self.optimizer.step()  # re-copies grads (idempotent), clips to clip_grad, updates
+            self.scheduler.step(increment=1)
+        return dict(loss=loss_sum / max(loss_tokens, 1), loss_tokens=int(loss_tokens), grad_norm=grad_norm, skipped=skipped)
+
+    def train(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        metrics = MetricsLogger(cfg, self.total_steps, self.step, enabled=is_rank0())
+        it = self.data.train_dataloader()
+        peak = peak_flops(on_gpu())
+        history = []
+        log.info("training %d steps (%d micro-batches/step/rank, dp=%d) from step %d",
+                 self.total_steps, self.num_micro, self.dp, self.step)
+        while self.step < self.total_steps:
+            t0 = time.perf_counter()
+            micro = [next(it) for _ in range(self.num_micro)]
+            lr = self.optimizer.param_groups[0]["lr"]
+            out = self.train_step(micro)
+            self.step += 1
+            tokens, sq = _global_token_stats(micro)
+            dt = time.perf_counter() - t0
+            record = dict(step=self.step, lr=lr, tokens=tokens, tokens_per_s=tokens / dt, **out)
+            record["mfu"] = (
+                flops_per_step(self.model_cfg, tokens, sq) / dt / (peak * dist.get_world_size()) if peak else None
+            )
+            self._count_skip(out["skipped"])
+            record["skipped"] = bool(out["skipped"])
+            metrics.log_step(record)
+            history.append(record)
+            interval = cfg.checkpoint.save_interval
+            if (interval and self.step % interval == 0) or self.step == self.total_steps:
+                self.save()
+        metrics.close()
+        return history
+
+    def _count_skip(self, skipped: bool) -> None:
+        if not skipped:
+            self.consecutive_skips = 0
+            return
+        self.consecutive_skips += 1
+        self.skipped_total += 1
+        log.warning("step %d skipped: non-finite loss or gradient norm", self.step)
+        if self.consecutive_skips >= self.cfg.train.max_consecutive_skips:
+            raise RuntimeError(
+                f"{self.consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
+                f"(train.max_consecutive_skips); lower train.lr or check the data"
+            )
+
+
+def _forward_step(data_iterator: Iterator, model):
+    from nemo_terminal.data.batches import packed_seq_params
+
+    batch = next(data_iterator)
+    output = model(
+        batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
+        packed_seq_params=packed_seq_params(batch),
+    )
+    return output, partial(masked_token_loss, batch["loss_mask"])
+
+
+def _to_device(batch: dict) -> dict:
+    if not on_gpu():
+        return batch
+    return {k: v.cuda(non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _global_loss(reports: list[dict]) -> tuple[float, float]:
+    """Σ loss and Σ loss tokens over micro-batches, DP and CP, known on every rank."""
+    from megatron.core import parallel_state as ps
+
+    total = torch.zeros(2, dtype=torch.float64)
+    if ps.is_pipeline_last_stage(ignore_virtual=True):
+        for report in reports:
+            total += report["lm loss"].detach().double().cpu()
+    if on_gpu():
+        total = total.cuda()
+    dist.all_reduce(total, group=ps.get_data_parallel_group(with_context_parallel=True))
+    dist.broadcast(total, src=ps.get_pipeline_model_parallel_last_rank(), group=ps.get_pipeline_model_parallel_group())
+    return float(total[0]), float(total[1])
+
+
+def _global_token_stats(micro: list[dict]) -> tuple[int, float]:
+    """Real tokens and Σ(doc length²) of the global batch (for throughput and MFU)."""
+    from megatron.core import parallel_state as ps
+
+    tokens = sum(int(b["num_tokens"]) for b in micro)
+    sq = 0.0
+    if ps.get_context_parallel_rank() == 0 and ps.get_tensor_model_parallel_rank() == 0:
+        for b in micro:
+            lens = (b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).double()
+            sq += float((lens * lens).sum())
+    stats = torch.tensor([tokens, sq], dtype=torch.float64)
+    if on_gpu():
+        stats = stats.cuda()
+    dist.all_reduce(stats, group=ps.get_data_parallel_group(with_context_parallel=True))
+    # Each DP×CP rank counted its own real tokens; CP ranks hold disjoint shares.
+    return int(stats[0]), float(stats[1])
+
+
+def _missing(source: Path):
+    raise UserError(f"{source} holds no checkpoint: no 'latest' pointer (run `nemo-terminal import` first)")
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    import shutil
+
+    if src.is_dir() and src.resolve() != dst.resolve():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
