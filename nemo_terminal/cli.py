@@ -56,12 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"nemo-terminal {name}", description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_dependencies()
     try:
         return int(module.run(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+def _quiet_dependencies() -> None:
+    """Our INFO lines stay readable: megatron's config dumps and CPU-only warnings are muted."""
+    import warnings
+
+    import os
+
+    rank0 = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
+    logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("megatron", "torch.distributed", "transformers", "datasets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(megatron|torch|transformers)\b.*")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,10 @@ class CheckpointConfig:
     """Older checkpoints are deleted once a newer one is complete."""
     resume: str = "auto"
     """auto (continue from run_dir's latest, if any) | never | a checkpoint directory."""
+    fully_reshardable: bool = False
+    """Save optimizer state so that a resume may change TP/PP (gathers it on DP rank 0 at save:
+    slower and memory-hungry at scale). Off: resume keeps TP/PP but may change DP. Model weights
+    load at any TP/PP either way (model.megatron_dir=<a run_dir> starts a new run from them)."""
 
     def __post_init__(self) -> None:
         if self.save_interval < 0 or self.keep_last < 1:

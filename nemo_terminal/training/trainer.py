@@ -122,6 +122,8 @@ class Trainer:
         train = self.cfg.train
         if train.max_steps is not None:
             return int(train.max_steps)
+        if self.data.max_steps is not None:  # a finite curriculum decides its own length
+            return int(self.data.max_steps)
         steps = int(math.ceil(self.data.steps_per_epoch * train.epochs))
         if steps < 1:
             raise UserError("the data holds less than one global batch; lower train.global_batch_size")
@@ -199,9 +201,9 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def _model_state(self) -> dict[str, Any]:
-        if len(self.model) == 1:
-            return {"model": self.model[0].sharded_state_dict()}
-        return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(self.model)}
+        if len(self.model) == 1:  # keys of the unwrapped GPTModel: the same at any TP/PP (see convert)
+            return {"model": self.model[0].module.sharded_state_dict()}
+        return {f"model{i}": chunk.module.sharded_state_dict() for i, chunk in enumerate(self.model)}
 
     def _resume_path(self) -> Optional[Path]:
         resume = self.cfg.checkpoint.resume
@@ -219,7 +221,7 @@ class Trainer:
     def _load(self, path: Path, full: bool) -> None:
         state = self._model_state()
         if full:
-            state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True)
+            state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True, metadata=self._optim_meta())
         loaded = checkpoint.load(state, path)
         for i, chunk in enumerate(self.model):
             chunk.module.load_state_dict(loaded["model" if len(self.model) == 1 else f"model{i}"], strict=True)
@@ -234,9 +236,14 @@ class Trainer:
             self.optimizer.reload_model_params()  # copy loaded weights into fp32 master params
             log.info("initial weights from %s", path)
 
+    def _optim_meta(self) -> dict[str, Any]:
+        """dp_reshardable saves in parallel with no gather; fully_reshardable also resumes at another TP/PP."""
+        kind = "fully_reshardable" if self.cfg.checkpoint.fully_reshardable else "dp_reshardable"
+        return {"distrib_optim_sharding_type": kind}
+
     def save(self) -> Path:
         state = self._model_state()
-        state["optimizer"] = self.optimizer.sharded_state_dict(state)
+        state["optimizer"] = self.optimizer.sharded_state_dict(state, metadata=self._optim_meta())
         state.update(
             opt_param_scheduler=self.scheduler.state_dict(), data=self.data.state_dict(),
             iteration=self.step, skipped_total=self.skipped_total,

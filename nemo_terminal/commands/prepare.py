@@ -1,0 +1,46 @@
+"""`nemo-terminal prepare`: trajectories -> validated, filtered, loss-masked, packed shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = (
+    "Validate, filter, render (Qwen3 chat format, loss on assistant turns), pack and store "
+    "trajectories as memory-mapped bins. Every option is also a config key: pass a YAML file "
+    "with --config and/or key=value overrides (e.g. thinking=strip_history filters.dedup=false)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="parquet/JSONL files, directories of them, save_to_disk dirs, or a hub dataset name")
+    parser.add_argument("--tokenizer", required=True, metavar="TOKDIR", help="Hugging Face tokenizer directory")
+    parser.add_argument("--out", required=True, metavar="DIR", help="dataset directory to create")
+    parser.add_argument("--seq-length", type=int, required=True, metavar="N", help="bin size in tokens")
+    parser.add_argument("--config", metavar="FILE", help="YAML with PrepareConfig keys")
+    parser.add_argument("--tp-size", type=int, help="tensor parallel size of the training run")
+    parser.add_argument("--cp-size", type=int, help="context parallel size of the training run")
+    parser.add_argument("--sequence-parallel", action="store_true", default=None,
+                        help="the training run uses sequence parallelism")
+    parser.add_argument("--workers", type=int, help="tokenizer processes (output is identical for any value)")
+    parser.add_argument("--seed", type=int, help="seed for bin order and --fraction subsampling")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="fail on the first invalid record instead of counting it")
+    parser.add_argument("--force", action="store_true", help="replace an existing dataset at --out")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nemo_terminal.data.prepare import prepare_dataset
+    from nemo_terminal.data.prepare_config import load_prepare_config
+
+    cfg = load_prepare_config(
+        args.config, args.overrides, seq_length=args.seq_length, tp_size=args.tp_size, cp_size=args.cp_size,
+        sequence_parallel=args.sequence_parallel, workers=args.workers, seed=args.seed, strict=args.strict,
+    )
+    report = prepare_dataset(args.input, args.tokenizer, args.out, cfg, force=args.force)
+    summary = {k: report.get(k) for k in ("records_in", "records_kept", "dropped", "truncated", "tokens_total",
+                                          "loss_tokens_total", "bins", "packing_efficiency")}
+    print(json.dumps(summary, indent=2))
+    return 0

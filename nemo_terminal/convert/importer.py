@@ -1,0 +1,164 @@
+"""HF Qwen3 -> megatron-core torch_dist checkpoint, streamed one tensor group at a time.
+
+How memory stays bounded: the checkpoint's structure (keys, global shapes,
+chunk offsets) comes from a GPTModel built on the *meta* device, so no weight
+is allocated up front. torch.distributed.checkpoint then writes one file per
+chunk (`single_file_per_rank=False`, one thread) and asks our planner for each
+chunk's data only when it writes it; the planner reads that group's HF
+tensors (q/k/v, gate/up, or one tensor), transforms and casts them, and keeps
+only the last group. Peak ≈ one group in and out (a few hundred MB for 8B
+layers; the embedding, 1.2 GB in bf16, is the largest) plus the pages of
+the one safetensors shard mapped while reading that group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nemo_terminal.convert import checkpoint_io as cio
+from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
+from nemo_terminal.convert.mapping import Pair, check_coverage, expand, hf_to_megatron
+from nemo_terminal.errors import UserError
+from nemo_terminal.models.qwen3 import Qwen3Config
+
+log = logging.getLogger(__name__)
+
+
+def _lazy_planner_class():
+    from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
+    from torch.distributed.checkpoint.planner import WriteItemType
+
+    class LazySavePlanner(MCoreSavePlanner):
+        """Produces each tensor chunk from HF weights at the moment it is written."""
+
+        def __init__(self, produce: Callable[[str, tuple[int, ...], tuple[int, ...]], torch.Tensor]):
+            super().__init__(flatten_state_dict=False)
+            self._produce = produce
+
+        def resolve_data(self, write_item):
+            if write_item.type == WriteItemType.BYTE_IO:
+                return super().resolve_data(write_item)
+            chunk = write_item.tensor_data.chunk
+            return self._produce(write_item.index.fqn, tuple(chunk.offsets), tuple(chunk.sizes))
+
+    return LazySavePlanner
+
+
+class _GroupSource:
+    """Full (TP=1) megatron tensors from HF weights, keeping only the most recent group."""
+
+    def __init__(self, hf: HFCheckpoint, cfg: Qwen3Config, pairs: list[Pair], dtype: torch.dtype,
+                 prepend: dict[str, int], progress=None):
+        self.hf, self.cfg, self.dtype, self.prepend, self.progress = hf, cfg, dtype, prepend, progress
+        self.by_key = {(p.megatron, p.layer): p for p in pairs}
+        self._last: tuple[tuple[str, int | None], torch.Tensor] | None = None
+
+    def full(self, key: str, layer: int | None) -> torch.Tensor:
+        if self._last is not None and self._last[0] == (key, layer):
+            return self._last[1]
+        self._last = None  # drop the previous group before reading the next
+        pair = self.by_key[(key, layer)]
+        tensors = self.hf.read(pair.hf)
+        full = hf_to_megatron(pair.transform, tensors, self.cfg).to(self.dtype).contiguous()
+        del tensors
+        self._last = ((key, layer), full)
+        if self.progress is not None:
+            self.progress.update(1)
+        return full
+
+    def chunk(self, fqn: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+        n = self.prepend.get(fqn, 0)
+        layer = offsets[0] if n else None
+        assert not n or sizes[0] == 1, (fqn, sizes)
+        full = self.full(fqn, layer)
+        index = tuple(slice(o, o + s) for o, s in zip(offsets[n:], sizes[n:]))
+        part = full[index]
+        return part.reshape(sizes) if part.is_contiguous() else part.contiguous().reshape(sizes)
+
+
+def prepare_output(out: Path, force: bool, flag: str = "--out") -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"{flag} {out} already exists and is not empty; pass --force to overwrite it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {flag} {out}: {err.strerror}") from None
+
+
+def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
+    """Coverage and shape checks before anything is written."""
+    from nemo_terminal.models.tiny import hf_weight_shapes
+
+    pairs = expand(cfg)
+    check_coverage(pairs, list(hf.files), meg_keys, hf_source=str(hf_dir), megatron_source="the Qwen3 GPTModel")
+    hf.check_shapes(hf_weight_shapes(cfg))
+    return pairs
+
+
+def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, force: bool = False,
+              show_progress: bool = True) -> Path:
+    """Convert an HF Qwen3 directory into a Megatron checkpoint directory; return its iter dir.
+
+    Single process: initializes a world of one and TP=1/PP=1 parallel state if none exists.
+    """
+    from megatron.core.dist_checkpointing import ShardedTensor
+    from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.serialization import get_default_save_common_strategy
+    from megatron.core.dist_checkpointing.strategies.torch import (
+        _replace_state_dict_keys_with_sharded_keys, mcore_to_pyt_state_dict)
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint import save as dcp_save
+    from tqdm import tqdm
+
+    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+
+    hf_dir, out = Path(hf_dir), Path(out)
+    cfg = Qwen3Config.from_hf_dir(hf_dir)
+    target = parse_dtype(dtype, cfg.torch_dtype)
+    hf = HFCheckpoint.scan(hf_dir)
+    # HF-side coverage and shapes first: cheap, and before any process group exists.
+    pairs = expand(cfg)
+    check_hf_dir(hf_dir, cfg, hf, [(p.megatron, p.layer) for p in pairs])
+    init_parallel_state(ParallelConfig())
+    sharded = cio.meta_sharded_state_dict(cfg, target)
+    tensors = [sh for sh in nested_values(sharded) if isinstance(sh, ShardedTensor)]
+    prepend = {sh.key: sh.prepend_axis_num for sh in tensors}
+    meg_keys = list(dict.fromkeys((sh.key, sh.global_offset[0] if sh.prepend_axis_num else None) for sh in tensors))
+    pairs = check_hf_dir(hf_dir, cfg, hf, meg_keys)
+
+    prepare_output(out, force)
+    it = out / cio.iter_name(0)
+    it.mkdir()
+    cfg.torch_dtype = hf_dtype_name(target)
+    progress = tqdm(total=len(pairs), desc="import", unit="group", disable=not show_progress)
+    source = _GroupSource(hf, cfg, pairs, target, prepend, progress)
+    flat, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, keep_only_main_replica=True)
+    pyt_state_dict = mcore_to_pyt_state_dict(flat, is_loading=False)
+    writer = FileSystemWriter(str(it), single_file_per_rank=False, thread_count=1, sync_files=False)
+    dcp_save(pyt_state_dict, storage_writer=writer, planner=_lazy_planner_class()(source.chunk))
+    progress.close()
+    get_default_save_common_strategy().save_common({}, it)
+    save_config(CheckpointingConfig("torch_dist", 1), str(it))
+
+    cio.write_model_config(out, cfg)
+    cio.copy_tokenizer(hf_dir, out / cio.TOKENIZER_DIR)
+    if (hf_dir / "generation_config.json").is_file():
+        shutil.copyfile(hf_dir / "generation_config.json", out / "generation_config.json")
+    cio.write_latest(out, it.name)
+    log.info("imported %s -> %s (%s, %d tensor groups)", hf_dir, it, cfg.torch_dtype, len(pairs))
+    return it
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,1 @@
+"""Prepared datasets: preparing them, storing them on disk, and feeding them to the trainer."""

@@ -1,0 +1,209 @@
+"""`prepare_dataset`: trajectories -> validated, filtered, loss-masked, packed bins on disk.
+
+Flow: readers (streaming) -> chunks -> workers (validate, filter, render, pad; in order) ->
+dedup -> window packer -> PackedDatasetWriter (atomic). Memory is bounded by the chunks in
+flight plus one packing window; only the dedup set (8 bytes of hash per kept record) grows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from nemo_terminal.data.pack import WindowPacker
+from nemo_terminal.data.parallel_map import ordered_map
+from nemo_terminal.data.prepare_config import PrepareConfig
+from nemo_terminal.data.processing import Result, init_worker, process_chunk
+from nemo_terminal.data.readers import InputFile, file_sha256, iter_rows, resolve_inputs
+from nemo_terminal.data.report import Accounting
+from nemo_terminal.data.validate import VALIDATION_REASONS
+from nemo_terminal.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PREPARE_VERSION = 1  # bump when rendering or packing changes what is written for the same inputs
+
+
+def _keep_by_fraction(seed: int, file_index: int, record_index: int, fraction: float) -> bool:
+    if fraction >= 1.0:
+        return True
+    h = hashlib.blake2b(f"{seed}:{file_index}:{record_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") < fraction * 2**64
+
+
+def _chunks(files: list[InputFile], cfg: PrepareConfig, acct: Accounting) -> Iterator[tuple[list, list]]:
+    """(metadata [(file index, record index)], rows) of up to chunk_size records, in input order."""
+    meta, rows = [], []
+    for fi, inp in enumerate(files):
+        for ri, row in enumerate(iter_rows(inp)):
+            acct.read(fi)
+            if not _keep_by_fraction(cfg.seed, fi, ri, cfg.fraction):
+                acct.subsampled(fi)
+                continue
+            meta.append((fi, ri))
+            rows.append(row)
+            if len(rows) == cfg.chunk_size:
+                yield meta, rows
+                meta, rows = [], []
+    if rows:
+        yield meta, rows
+
+
+def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What decides the output bytes: compared to make a re-run a no-op."""
+    from nemo_terminal.data.prepare_config import RUNTIME_ONLY_KEYS
+
+    config = {k: v for k, v in manifest.get("config", {}).items() if k not in RUNTIME_ONLY_KEYS}
+    return {"tokenizer_hash": manifest.get("tokenizer_hash"), "config": config,
+            "inputs": [(i.get("kind"), i.get("sha256") or i.get("path")) for i in manifest.get("inputs", [])],
+            "decontaminate_sha256": manifest.get("decontaminate_sha256"),
+            "prepare_version": manifest.get("prepare_version")}
+
+
+def _existing_report(out_dir: Path, manifest: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The report of an up-to-date dataset at out_dir, None if there is none; UserError if it differs."""
+    from nemo_terminal.data.store import PackedDataset
+
+    if not out_dir.exists():
+        return None
+    try:
+        existing = PackedDataset(out_dir)
+    except UserError:
+        raise UserError(f"{out_dir} exists but is not a complete dataset; pass --force to replace it") from None
+    if _identity(existing.manifest) != _identity(manifest):
+        raise UserError(f"{out_dir} holds a dataset prepared from other inputs, tokenizer or settings; "
+                        "pass --force to replace it or choose another --out")
+    return existing.report or {}
+
+
+def _remove_stale_temp_dirs(out_dir: Path) -> None:
+    """A killed prepare leaves `.NAME.tmp-PID`; remove those whose process is gone."""
+    for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            log.info("removing %s left by a killed prepare", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_hash(path: str, mtimes: tuple) -> str:
+    """tokenizer_hash parses the whole tokenizer.json (~1.5 s); cache it per file version."""
+    from nemo_terminal.models.tokenizer import tokenizer_hash
+
+    return tokenizer_hash(path)
+
+
+def _manifest(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig) -> dict[str, Any]:
+    mtimes = tuple((Path(tokenizer_dir) / f).stat().st_mtime_ns for f in ("tokenizer.json", "tokenizer_config.json"))
+    decon = cfg.filters.decontaminate_file
+    return {
+        "tokenizer_hash": _tokenizer_hash(str(Path(tokenizer_dir).resolve()), mtimes), "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
+        "seq_length": cfg.seq_length, "pad_multiple": cfg.pad_multiple(), "cp_size": cfg.cp_size,
+        "tp_size": cfg.tp_size, "sequence_parallel": cfg.sequence_parallel, "seed": cfg.seed,
+        "config": cfg.to_dict(), "prepare_version": PREPARE_VERSION,
+        "inputs": [{"path": f.path, "kind": f.kind, "sha256": file_sha256(f), "records": None} for f in files],
+        "decontaminate_sha256": file_sha256(InputFile(decon, "txt")) if decon else None,
+    }
+
+
+def _check_strict(cfg: PrepareConfig, files: list[InputFile], fi: int, ri: int, res: Result) -> None:
+    if cfg.strict and res.reason in VALIDATION_REASONS:
+        detail = f" ({res.detail})" if res.detail else ""
+        raise UserError(f"{files[fi].path}: record {ri} is invalid: {res.reason}: "
+                        f"{VALIDATION_REASONS[res.reason]}{detail}; fix it or run without --strict")
+
+
+def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    cfg: PrepareConfig, force: bool = False) -> dict[str, Any]:
+    """Prepare a packed dataset at out_dir and return its report. A no-op (returning the stored
+    report) when out_dir already holds the same inputs prepared with the same settings."""
+    from nemo_terminal.data.filters import build_benchmark_index
+    from nemo_terminal.data.store import PackedDatasetWriter
+    from nemo_terminal.models.tokenizer import ENDOFTEXT_ID, check_tokenizer_dir
+
+    tokenizer_dir, out = str(check_tokenizer_dir(tokenizer_dir)), Path(out_dir)
+    files = resolve_inputs(list(inputs))
+    manifest = _manifest(files, tokenizer_dir, cfg)
+    manifest["pad_id"] = ENDOFTEXT_ID
+    if not force:
+        existing = _existing_report(out, manifest)
+        if existing is not None:
+            log.info("%s is up to date with its inputs and settings; nothing to do (--force re-runs)", out)
+            return existing
+    _remove_stale_temp_dirs(out)
+    bench = None
+    if cfg.filters.decontaminate_file:
+        bench = build_benchmark_index(cfg.filters.decontaminate_file, cfg.filters.decontaminate_ngram)
+        log.info("decontamination: %d benchmark %d-grams", len(bench), cfg.filters.decontaminate_ngram)
+    acct = Accounting([f.path for f in files])
+    start = time.perf_counter()
+    with PackedDatasetWriter(out, manifest, force=force) as writer:
+        _run(files, tokenizer_dir, cfg, bench, acct, writer)
+        elapsed = time.perf_counter() - start
+        report = acct.report(cfg.seq_length, {
+            "elapsed_s": round(elapsed, 3), "workers": cfg.workers, "thinking": cfg.thinking,
+            "length_policy": cfg.length_policy, "pad_multiple": cfg.pad_multiple(),
+            "records_per_s": round(acct.total("records_in") / elapsed, 2),
+            "tokens_per_s": round(acct.total("tokens") / elapsed, 1),
+        })
+        for entry, f in zip(manifest["inputs"], acct.files):
+            entry["records"] = f["records_in"]
+        writer.update_manifest(inputs=manifest["inputs"])
+        writer.write_json("report.json", report)
+    log.info("prepared %s: %d/%d records kept, %d bins, packing efficiency %.3f, %.0f tokens/s",
+             out, report["records_kept"], report["records_in"], report["bins"],
+             report["packing_efficiency"], report["tokens_per_s"])
+    return report
+
+
+def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: Optional[np.ndarray],
+         acct: Accounting, writer: Any) -> None:
+    """The streaming loop: results in input order -> dedup -> packer -> writer."""
+    from tqdm import tqdm
+
+    packer = WindowPacker(cfg.seq_length, cfg.shuffle_window, cfg.seed)
+    seen: set[int] = set()
+    bar = tqdm(unit="rec", desc="prepare", disable=None if cfg.progress else True, smoothing=0.1)
+    t0 = time.perf_counter()
+
+    def write(bins: Iterator[list]) -> None:
+        for b in bins:
+            writer.add_bin(b)
+            acct.add_bin(sum(length for _, _, length in b))
+
+    results = ordered_map(process_chunk, _chunks(files, cfg, acct), cfg.workers, init_worker,
+                          (tokenizer_dir, cfg, bench, cfg.pad_multiple()))
+    try:
+        for meta, chunk_results in results:
+            for (fi, ri), res in zip(meta, chunk_results):
+                _check_strict(cfg, files, fi, ri, res)
+                if res.reason is None and res.dedup_hash is not None:
+                    if res.dedup_hash in seen:
+                        res.reason = "duplicate"
+                    else:
+                        seen.add(res.dedup_hash)
+                if res.reason is not None:
+                    acct.drop(fi, res.reason)
+                    continue
+                acct.keep(fi, res.length, len(res.tokens), res.loss_tokens, res.assistant_turns,
+                          res.truncated, res.full_length)
+                write(packer.add((res.tokens, res.mask, res.length)))
+            bar.update(len(meta))
+            bar.set_postfix_str(f"{acct.total('tokens') / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s",
+                                refresh=False)
+        write(packer.flush())
+    finally:
+        results.close()  # on error: stops the feeder thread and shuts the worker pool down
+        bar.close()

@@ -1,0 +1,233 @@
+"""Per-GPU memory estimate of a training layout, before a job waits hours in a queue to OOM.
+
+All sizes are bytes per GPU, for the *worst pipeline stage* (the first stage holds the most
+in-flight activations, the last holds the logits; both are computed and the larger is reported).
+Notation: s = sequence length (tokens per packed bin), b = micro-batch size (bins per forward),
+h = hidden, L = layers, a = query heads, k = KV heads, d = head_dim, f = ffn, V = vocab,
+tp/pp/cp/vpp = the parallel layout, dp = num_gpus / (tp·pp·cp).
+
+Model state (megatron-core DDP + distributed optimizer, as the trainer builds them):
+
+    P_stage  = L/pp · (layer_tp / tp + 2h + 2d) + [V·h/tp embedding | V·h/tp output + h final norm]
+               layer_tp = h·d·(a + 2k) + a·d·h + 3·h·f        (q,k,v + o + SwiGLU gate,up,down)
+    weights  = P_stage · 2                 (bf16; 4 in fp32)
+    grads    = P_stage · 4                 (fp32 main-grad buffer: grad_reduce_in_fp32=True)
+    optimizer= P_stage · 12 / (dp·cp)      (fp32 master + Adam m + v, sharded over the DP×CP group;
+                                            8 in fp32 runs, which need no separate master copy)
+
+Activations, after Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models"): a GPT layer stores s·b·h·(34 + 5·a·s/h) bytes, 34·sbh/tp with TP+SP.
+Their 34 is a sum of named tensors (norm/linear inputs 10, attention 14 with dropout masks,
+GeLU MLP 19 incl. 4h-wide intermediates); we re-add the same tensors for Qwen3's shape
+(GQA, q/k RMSNorm, SwiGLU with ffn f, no dropout), per token (T = b·s/cp tokens per rank):
+
+    seq_part = 2h + 2h + 2h + 2h   input-norm input, qkv input, pre-MLP-norm input, fc1 input
+                                   (replicated over TP, divided by tp only with SP)
+    tp_part  = 2(a+2k)d            qkv output (q/k RMSNorm inputs, v)
+             + 2(a+k)d             q, k after norm + RoPE (saved by the attention kernel)
+             + 2·a·d               attention output = o-proj input
+             + 4f + 2f             fc1 output (gate, up) and SwiGLU output = fc2 input
+    A_layer  = T · (seq_part / (tp if SP else 1) + tp_part / tp)
+             + 5·a·(s/cp)·s·b / tp  only for unfused attention (model.attention_backend=local):
+                                    Korthikanti's score/softmax term; flash/fused kernels drop it
+
+For Qwen3-8B this recount gives 33.5·h per token, close to the paper's 34; for 32B (f = 5h,
+a·d = 1.6h) it gives 48.8·h, which is why the 34 constant is not used directly.
+
+Recompute (train.recompute, as mapped in models/qwen3.py):
+    none      A_layer per layer
+    selective megatron-core recomputes the core attention only: removes the unfused 5as² term,
+              equal to none under flash/fused attention
+    full      uniform, 1 layer per checkpoint: each layer keeps only its input,
+              T·2h/(tp if SP else 1), plus one layer's A_layer live while it is recomputed
+
+Pipeline: 1F1B keeps min(pp, m) micro-batches in flight on the first stage (m = micro-batches
+per step per DP rank); interleaving (vpp) multiplies that by (1 + (pp-1)/(pp·vpp)) (Narayanan
+et al. 2021). The last stage holds one micro-batch plus
+
+    logits   = T · V/tp · (2 + 4)     bf16 logits + fp32 softmax / gradient in the vocab-parallel CE
+             + T · 2h · 2 / (tp if SP else 1)   final-norm and output-layer inputs
+
+Finally a fixed workspace allowance (WORKSPACE_GIB, default 6 GiB): CUDA context (~0.5 GiB),
+NCCL communicators and buffers for the TP/CP/DP/PP groups (1-2 GiB), cuBLAS/TE workspaces,
+distributed-optimizer gather buckets and allocator fragmentation. It is a stated guess, not a
+measurement; raise it with --workspace-gb if your container's NCCL settings use more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from nemo_terminal.errors import UserError
+from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.runtime.parallel import ParallelConfig
+
+GIB = 1024**3
+WORKSPACE_GIB = 6.0
+
+
+def _qwen3(layers: int, hidden: int, heads: int, ffn: int, tied: bool) -> Qwen3Config:
+    return Qwen3Config(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                       num_key_value_heads=8, head_dim=128, intermediate_size=ffn, tie_word_embeddings=tied)
+
+
+# The dense Qwen3 family (FACTS.md §3), so a recipe can be planned before its checkpoint exists.
+QWEN3_SIZES: dict[str, Qwen3Config] = {
+    "0.6b": _qwen3(28, 1024, 16, 3072, True),
+    "1.7b": _qwen3(28, 2048, 16, 6144, True),
+    "4b": _qwen3(36, 2560, 32, 9728, True),
+    "8b": _qwen3(36, 4096, 32, 12288, False),
+    "14b": _qwen3(40, 5120, 40, 17408, False),
+    "32b": _qwen3(64, 5120, 64, 25600, False),
+}
+
+
+def qwen3_size(name: str) -> Qwen3Config:
+    key = name.lower().removeprefix("qwen3-").removeprefix("qwen3_")
+    if key not in QWEN3_SIZES:
+        raise UserError(f"unknown Qwen3 size {name!r}; known: {', '.join(QWEN3_SIZES)}")
+    return QWEN3_SIZES[key]
+
+
+@dataclass
+class PlanInput:
+    """Everything the estimate depends on; `plan` builds it from a recipe."""
+
+    model: Qwen3Config
+    parallel: ParallelConfig
+    seq_length: int
+    """Tokens per packed bin (fixed by `nemo-terminal prepare --seq-length`)."""
+    num_gpus: int
+    micro_batch_size: int = 1
+    global_batch_size: int = 128
+    precision: str = "bf16"
+    recompute: str = "none"
+    fused_attention: bool = True
+    """False only for megatron's local (unfused) attention, which stores the s² score matrix."""
+    workspace_gib: float = WORKSPACE_GIB
+
+
+@dataclass
+class MemoryPlan:
+    """The worst stage's components in bytes, and what it was compared against."""
+
+    stage: str
+    components: dict[str, float]
+    dp: int
+    in_flight: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return sum(self.components.values())
+
+
+def layer_params_per_rank(m: Qwen3Config, tp: int) -> int:
+    """One decoder layer's parameters held by one TP rank (norm weights are replicated)."""
+    h, a, k, d, f = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
+    sharded = h * d * (a + 2 * k) + a * d * h + 3 * h * f
+    return sharded // tp + 2 * h + 2 * d
+
+
+def stage_params(m: Qwen3Config, p: ParallelConfig, stage: str) -> int:
+    """Parameters of one rank on the `first` or `last` pipeline stage."""
+    v_h = m.vocab_size * m.hidden_size // p.tp
+    n = m.num_hidden_layers // p.pp * layer_params_per_rank(m, p.tp)
+    if p.pp == 1:
+        return n + v_h + (0 if m.tie_word_embeddings else v_h) + m.hidden_size
+    if stage == "first":
+        return n + v_h
+    return n + v_h + m.hidden_size  # output layer (or the tied embedding's copy) + final norm
+
+
+def activation_bytes_per_layer(m: Qwen3Config, p: ParallelConfig, seq_length: int, micro_batch: int,
+                               fused_attention: bool = True) -> float:
+    """A_layer of the module docstring: one layer, one micro-batch, one rank, no recompute."""
+    h, a, k, d, f = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
+    tokens = micro_batch * seq_length / p.cp
+    seq_part = 8 * h
+    tp_part = 2 * (a + 2 * k) * d + 2 * (a + k) * d + 2 * a * d + 6 * f
+    out = tokens * (seq_part / (p.tp if p.sequence_parallel else 1) + tp_part / p.tp)
+    if not fused_attention:
+        out += 5 * a * (seq_length / p.cp) * seq_length * micro_batch / p.tp
+    return out
+
+
+def in_flight_micro_batches(p: ParallelConfig, micro_batches_per_step: int) -> float:
+    """Micro-batches whose activations the first stage holds at once under (interleaved) 1F1B."""
+    if p.pp == 1:
+        return 1.0
+    n = float(min(p.pp, micro_batches_per_step))
+    if p.vpp:
+        n *= 1 + (p.pp - 1) / (p.pp * p.vpp)
+    return n
+
+
+def _activations(inp: PlanInput, micro_batches: int, stage: str) -> tuple[float, float]:
+    m, p = inp.model, inp.parallel
+    layers = m.num_hidden_layers // p.pp
+    flight = in_flight_micro_batches(p, micro_batches) if stage == "first" else 1.0
+    full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, inp.fused_attention)
+    if inp.recompute == "selective":
+        full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, True)
+    if inp.recompute == "full":
+        tokens = inp.micro_batch_size * inp.seq_length / p.cp
+        kept = tokens * 2 * m.hidden_size / (p.tp if p.sequence_parallel else 1)
+        return layers * flight * kept + full_layer, flight
+    return layers * flight * full_layer, flight
+
+
+def estimate(inp: PlanInput) -> MemoryPlan:
+    """Components of the worse of the first and last pipeline stage (formulas: module docstring)."""
+    m, p = inp.model, inp.parallel
+    p.check_model(m.num_hidden_layers, m.num_attention_heads, m.num_key_value_heads)
+    dp = p.dp(inp.num_gpus)
+    micro_batches = _micro_batches(inp, dp)
+    weight_bytes, opt_bytes = (2, 12) if inp.precision == "bf16" else (4, 8)
+    tokens = inp.micro_batch_size * inp.seq_length / p.cp
+    plans = []
+    for stage in (("first", "last") if p.pp > 1 else ("only",)):
+        params = stage_params(m, p, "last" if stage == "only" else stage)
+        act, flight = _activations(inp, micro_batches, stage)
+        logits = 0.0
+        if stage != "first":
+            logits = tokens * m.vocab_size / p.tp * 6 + tokens * 4 * m.hidden_size / (
+                p.tp if p.sequence_parallel else 1)
+        components = {
+            "weights": params * weight_bytes,
+            "grads (fp32 buffer)": params * 4,
+            "optimizer (dist, fp32)": params * opt_bytes / (dp * p.cp),
+            "activations": act,
+            "logits + cross-entropy": logits,
+            "workspace allowance": inp.workspace_gib * GIB,
+        }
+        plans.append(MemoryPlan(stage=stage, components=components, dp=dp, in_flight=flight))
+    worst = max(plans, key=lambda x: x.total)
+    worst.notes.append(f"{micro_batches} micro-batches per step per DP rank; {worst.in_flight:g} in flight")
+    return worst
+
+
+def _micro_batches(inp: PlanInput, dp: int) -> int:
+    per_rank = inp.micro_batch_size * dp
+    if inp.global_batch_size % per_rank:
+        raise UserError(f"train.global_batch_size={inp.global_batch_size} is not divisible by "
+                        f"micro_batch_size*dp = {inp.micro_batch_size}*{dp}")
+    return inp.global_batch_size // per_rank
+
+
+def format_table(plan: MemoryPlan, gpu_gib: float) -> str:
+    """The CLI's table: one line per component, then the total against the GPU's memory."""
+    width = max(len(k) for k in plan.components) + 2
+    lines = [f"{'component':<{width}}{'GiB':>9}", "-" * (width + 9)]
+    lines += [f"{name:<{width}}{value / GIB:>9.2f}" for name, value in plan.components.items()]
+    lines.append("-" * (width + 9))
+    lines.append(f"{'total':<{width}}{plan.total / GIB:>9.2f}")
+    verdict = "fits" if fits(plan, gpu_gib) else "DOES NOT FIT"
+    lines.append(f"{'GPU memory':<{width}}{gpu_gib:>9.2f}   -> {verdict} "
+                 f"({plan.total / GIB / gpu_gib * 100:.0f}% used, {plan.stage} pipeline stage)")
+    return "\n".join(lines)
+
+
+def fits(plan: MemoryPlan, gpu_gib: float) -> bool:
+    return plan.total <= gpu_gib * GIB and math.isfinite(plan.total)

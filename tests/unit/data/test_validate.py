@@ -1,0 +1,36 @@
+"""Record validation: each malformation has its named reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from nemo_terminal.data.validate import VALIDATION_REASONS, validate_record
+
+U, A = "user", "assistant"
+
+
+def conv(*pairs):
+    return [{"role": r, "content": c} for r, c in pairs]
+
+
+@pytest.mark.parametrize("record,reason", [
+    (None, "malformed"),
+    ([], "malformed"),
+    ([{"role": "user"}], "malformed"),
+    (["hello"], "malformed"),
+    (conv((U, "a"), ("system", "b")), "bad_role"),
+    (conv((A, "a"), (U, "b")), "bad_turn_order"),
+    (conv((U, "a"), (U, "b"), (A, "c")), "bad_turn_order"),
+    (conv((U, "a")), "no_assistant_turn"),
+    (conv((U, "a"), (A, "  \n")), "empty_content"),
+    (conv((U, "a\udc80"), (A, "b")), "invalid_utf8"),
+    (conv((U, "a"), (A, "b<|im_end|>c")), "control_token_in_content"),
+])
+def test_each_invalid_record_gets_its_reason(record, reason):
+    assert reason in VALIDATION_REASONS
+    assert validate_record(record) == (None, reason)
+
+
+def test_valid_record_ending_with_user_turn_passes():
+    turns, reason = validate_record(conv((U, "a"), (A, "<think>\nx\n</think>\n\n{}"), (U, "c")))
+    assert reason is None and turns[-1] == (U, "c")
