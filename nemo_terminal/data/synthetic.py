@@ -170,9 +170,11 @@ def paper_length(rng: random.Random) -> int:
 
 
 def iter_records(n: int, seed: int, *, lengths: str = "default", long_fraction: float = 0.0,
-                 long_tokens: int = 4000, **kwargs: Any) -> Iterator[dict[str, Any]]:
+                 long_tokens: int = 4000, chinese_fraction: float = 0.0, leak_fraction: float = 0.0,
+                 **kwargs: Any) -> Iterator[dict[str, Any]]:
     """n records from one seed. lengths="paper" draws target_tokens from `paper_length`;
-    long_fraction of the records get target_tokens=long_tokens (a tail above seq-length)."""
+    long_fraction of the records get target_tokens=long_tokens (a tail above seq-length);
+    chinese_fraction / leak_fraction of them carry what those filters drop."""
     rng = random.Random(seed)
     for _ in range(n):
         kw = dict(kwargs)
@@ -181,6 +183,10 @@ def iter_records(n: int, seed: int, *, lengths: str = "default", long_fraction: 
             kw.setdefault("tokens_per_turn", 1000)
         if rng.random() < long_fraction:
             kw["target_tokens"] = long_tokens
+        if chinese_fraction and rng.random() < chinese_fraction:
+            kw["chinese"] = True
+        if leak_fraction and rng.random() < leak_fraction:
+            kw["identity_leak"] = True
         yield make_record(rng, **kw)
 
 

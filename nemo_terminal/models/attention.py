@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
 
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.attention_cp import AttentionPlan, build_plan, gather_full_sequence
+from nemo_terminal.models.attention_cp import AttentionPlan, build_plan, gather_full_sequence, plan_for_step
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +57,21 @@ def reference_segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
 
 
 def sdpa_segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """The same function through F.scaled_dot_product_attention (flash / efficient on CUDA)."""
+    """The same function through F.scaled_dot_product_attention (flash / efficient on CUDA).
+
+    KV heads are expanded to the query heads (linear memory) instead of enable_gqa: not every
+    fused kernel, nor the lower-right causal bias's own dispatch, takes GQA, and a fallback to
+    the math kernel would materialize the score matrix.
+    """
     from torch.nn.attention.bias import causal_lower_right
 
     n_q, n_kv = q.shape[0], k.shape[0]
-    q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # [1, heads, len, d]
+    rep = q.shape[1] // k.shape[1]
+    q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)))
     if n_q == n_kv:
-        out = F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, scale=scale, enable_gqa=True)
+        out = F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, scale=scale)
     else:
-        out = F.scaled_dot_product_attention(
-            q4, k4, v4, attn_mask=causal_lower_right(n_q, n_kv), scale=scale, enable_gqa=True
-        )
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=causal_lower_right(n_q, n_kv), scale=scale)
     return out.squeeze(0).transpose(0, 1)
 
 
@@ -106,7 +110,9 @@ def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Attenti
     def mask_mod(b, h, qi, ki):
         return (q_doc[qi] == k_doc[ki]) & (k_off[ki] <= q_off[qi]) & q_real[qi] & k_real[ki]
 
-    block_mask = create_block_mask(mask_mod, None, None, q.shape[0], k.shape[0], device=dev)
+    # Compiled on CUDA so the mask is evaluated block by block, never as a [T, T_full] tensor.
+    block_mask = create_block_mask(mask_mod, None, None, q.shape[0], k.shape[0], device=dev,
+                                   _compile=dev.type == "cuda")
     q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
     out = _compiled_flex()(q4, k4, v4, block_mask=block_mask, scale=scale, enable_gqa=True)
     out = out.squeeze(0).transpose(0, 1)
@@ -186,12 +192,15 @@ class TorchCoreAttention(MegatronModule):
                              "attention_mask=None (and packed_seq_params for packed batches)")
         cp_size, cp_rank = self.cp_group.size(), self.cp_group.rank()
         if packed_seq_params is not None:
-            if packed_seq_params.qkv_format != "thd":
-                raise ValueError(f"packed_seq_params.qkv_format must be 'thd', got {packed_seq_params.qkv_format!r}")
+            p = packed_seq_params
+            if p.qkv_format != "thd":
+                raise ValueError(f"packed_seq_params.qkv_format must be 'thd', got {p.qkv_format!r}")
+            kv = p.cu_seqlens_kv
+            if kv is not None and kv is not p.cu_seqlens_q and not torch.equal(kv, p.cu_seqlens_q):
+                raise ValueError("attention_backend=torch is self-attention: cu_seqlens_kv must equal cu_seqlens_q")
             if query.dim() == 4:  # [T, 1, h, d] where a caller did not squeeze
                 query, key, value = query.squeeze(1), key.squeeze(1), value.squeeze(1)
-            plan = build_plan(packed_seq_params.cu_seqlens_q, packed_seq_params.cu_seqlens_q_padded,
-                              query.shape[0], cp_size, cp_rank)
+            plan = plan_for_step(p.cu_seqlens_q, p.cu_seqlens_q_padded, query.shape[0], cp_size, cp_rank)
             out = packed_attention(query, key, value, plan, self.softmax_scale, self.kernel, self.cp_group)
             return out.reshape(out.shape[0], -1)
         # SBHD: each batch row is one document spanning the whole sequence (zigzag-split under CP,

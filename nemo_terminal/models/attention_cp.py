@@ -111,6 +111,25 @@ def build_plan(
     return AttentionPlan(tuple(segments), plan.local_positions, cu, cu_padded, cp_size)
 
 
+_LAST_PLAN: list = []  # one entry: (key tensors kept alive, key, plan); every layer of a step shares it
+
+
+def plan_for_step(cu_seqlens: torch.Tensor, cu_seqlens_padded: torch.Tensor | None, num_local: int,
+                  cp_size: int, cp_rank: int) -> AttentionPlan:
+    """`build_plan`, computed once per micro-batch instead of once per layer.
+
+    The cache holds the cu_seqlens tensors themselves, so an equal id() means the same live
+    object, and their _version catches in-place edits.
+    """
+    tensors = (cu_seqlens, cu_seqlens_padded)
+    key = tuple((id(t), t._version) if t is not None else None for t in tensors) + (num_local, cp_size, cp_rank)
+    if _LAST_PLAN and _LAST_PLAN[0][1] == key:
+        return _LAST_PLAN[0][2]
+    plan = build_plan(cu_seqlens, cu_seqlens_padded, num_local, cp_size, cp_rank)
+    _LAST_PLAN[:] = [(tensors, key, plan)]
+    return plan
+
+
 def dense_mask(plan: AttentionPlan) -> torch.Tensor:
     """BoolTensor [T, T_full], True where a local query may attend a full-coordinate key.
 

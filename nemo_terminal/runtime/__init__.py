@@ -1,7 +1,26 @@
-"""Process setup: distributed init, megatron parallel state, the CPU compatibility layer."""
+"""Process setup: distributed init, megatron parallel state, the CPU compatibility layer.
 
-from nemo_terminal.runtime.cpu_compat import on_gpu
-from nemo_terminal.runtime.distributed import destroy, init_distributed, init_parallel_state, is_rank0
-from nemo_terminal.runtime.parallel import ParallelConfig
+Attributes load lazily so that torch-free users (e.g. `prepare` workers that
+only need ParallelConfig) do not pay for importing torch.
+"""
 
-__all__ = ["ParallelConfig", "destroy", "init_distributed", "init_parallel_state", "is_rank0", "on_gpu"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ParallelConfig": "nemo_terminal.runtime.parallel",
+    "on_gpu": "nemo_terminal.runtime.cpu_compat",
+    "destroy": "nemo_terminal.runtime.distributed",
+    "init_distributed": "nemo_terminal.runtime.distributed",
+    "init_parallel_state": "nemo_terminal.runtime.distributed",
+    "is_rank0": "nemo_terminal.runtime.distributed",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nemo_terminal.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -104,6 +104,8 @@ class TrainConfig:
 class CheckpointConfig:
     save_interval: int = 0
     """Save every N steps; 0 saves only at the end."""
+    save_final: bool = True
+    """Also save after the last step (whatever save_interval says)."""
     keep_last: int = 2
     """Older checkpoints are deleted once a newer one is complete."""
     resume: str = "auto"

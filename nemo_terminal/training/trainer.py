@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config, yarn_config_overrides
-from nemo_terminal.runtime import init_parallel_state, is_rank0, on_gpu
+from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0, on_gpu
 from nemo_terminal.training import checkpoint
 from nemo_terminal.training.config import Config, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
@@ -45,12 +45,15 @@ class Trainer:
         cfg = self.cfg
         source = self._model_source()
         self.model_cfg = self._read_model_config(source)
+        # Every layout error is raised here, before any model exists or compute starts.
         cfg.parallel.check_model(
             self.model_cfg.num_hidden_layers, self.model_cfg.num_attention_heads, self.model_cfg.num_key_value_heads
         )
-        init_parallel_state(cfg.parallel, seed=cfg.train.seed)
-        self.dp = ps.get_data_parallel_world_size()
+        _, world = init_distributed()
+        self.dp = cfg.parallel.dp(world)
         self.num_micro = cfg.train.micro_batches_per_step(self.dp)
+        init_parallel_state(cfg.parallel, seed=cfg.train.seed)
+        assert ps.get_data_parallel_world_size() == self.dp
         self.data = self._build_data(source)
         self.total_steps = self._total_steps()
         self.tcfg = self._transformer_config()
@@ -221,16 +224,19 @@ class Trainer:
     def _load(self, path: Path, full: bool) -> None:
         state = self._model_state()
         if full:
+            _init_torch_adam_state(self.optimizer)
             state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True, metadata=self._optim_meta())
         loaded = checkpoint.load(state, path)
         for i, chunk in enumerate(self.model):
             chunk.module.load_state_dict(loaded["model" if len(self.model) == 1 else f"model{i}"], strict=True)
         if full:
-            self.optimizer.load_state_dict(loaded["optimizer"])
+            with torch.no_grad():  # fp32 main params are views of leaf params; the copy is not a graph op
+                self.optimizer.load_state_dict(loaded["optimizer"])
             self.scheduler.load_state_dict(loaded["opt_param_scheduler"])
             self.data.load_state_dict(loaded["data"])
             self.step = int(loaded["iteration"])
             self.skipped_total = int(loaded.get("skipped_total", 0))
+            _init_torch_adam_state(self.optimizer, updates=self.step - self.skipped_total, overwrite_step=True)
             log.info("resumed from %s at step %d", path, self.step)
         else:
             self.optimizer.reload_model_params()  # copy loaded weights into fp32 master params
@@ -302,7 +308,8 @@ class Trainer:
             metrics.log_step(record)
             history.append(record)
             interval = cfg.checkpoint.save_interval
-            if (interval and self.step % interval == 0) or self.step == self.total_steps:
+            last = self.step == self.total_steps
+            if (interval and self.step % interval == 0) or (last and cfg.checkpoint.save_final):
                 self.save()
         metrics.close()
         return history
@@ -319,6 +326,30 @@ class Trainer:
                 f"{self.consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
                 f"(train.max_consecutive_skips); lower train.lr or check the data"
             )
+
+
+def _init_torch_adam_state(optimizer, updates: int = 0, overwrite_step: bool = False) -> None:
+    """Keep torch.optim.AdamW's per-parameter 'step' right across a checkpoint load.
+
+    Without TE/apex, megatron-core (0.16) falls back to torch.optim.AdamW. Its
+    distributed-optimizer checkpoint code then (a) fails to build a load
+    template because the state lacks 'step', and (b) restores exp_avg and
+    exp_avg_sq but leaves 'step' at 0, which changes Adam's bias correction
+    after a resume. Before the load we add placeholders; after it we set 'step'
+    to the number of optimizer updates actually taken. TE/apex optimizers keep
+    their step in the param groups and are untouched.
+    """
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if not isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
+            continue
+        for group in inner.param_groups:
+            for p in group["params"]:
+                st = inner.state[p]
+                st.setdefault("exp_avg", torch.zeros_like(p.data))
+                st.setdefault("exp_avg_sq", torch.zeros_like(p.data))
+                if overwrite_step or "step" not in st:
+                    st["step"] = torch.tensor(float(updates))
 
 
 def _forward_step(data_iterator: Iterator, model):

@@ -7,7 +7,6 @@ Tolerance: fp32 logits within 1e-4 of transformers' (measured ~4e-7).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -39,33 +38,31 @@ def import_export_job(hf: str, meg: str, out: str, prompts: list) -> list:
     return megatron_logits(meg, prompts)
 
 
-def parallel_job(meg: str, prompts: list, tp: int, pp: int, save_to: str | None = None):
-    """Logits at TP/PP; optionally save the model as built at this layout (like the trainer would)."""
+def parallel_job(meg: str, prompts: list, save_to: str, export_to: str):
+    """Logits at TP=2 and PP=2; the TP=2 model also saves itself (as the trainer would), and every
+    rank then exports that checkpoint to its own directory."""
     from megatron.core import dist_checkpointing
 
     from nemo_terminal.convert import checkpoint_io as cio
+    from nemo_terminal.convert.exporter import export_hf
     from nemo_terminal.convert.verify import build_stage, megatron_logits
 
-    logits = megatron_logits(meg, prompts, tp=tp, pp=pp)
-    if save_to:
-        cfg = cio.read_model_config(meg)
-        model = build_stage(cfg, tp, pp)
-        cio.load_model_weights([model], cio.resolve_checkpoint(meg))
-        it = Path(save_to) / cio.iter_name(5)
-        it.mkdir(parents=True, exist_ok=True)
-        state = {"model": model.sharded_state_dict(), "iteration": 5}  # extra entries export ignores
-        dist_checkpointing.save(state, str(it))
-        if torch.distributed.get_rank() == 0:
-            cio.write_model_config(save_to, cfg)
-            cio.copy_tokenizer(cio.tokenizer_dir(meg), Path(save_to) / cio.TOKENIZER_DIR)
-            cio.write_latest(save_to, it.name)
-    return logits
-
-
-def export_job(meg: str, out: str) -> None:
-    from nemo_terminal.convert.exporter import export_hf
-
-    export_hf(meg, out, show_progress=False)
+    rank = torch.distributed.get_rank()
+    tp2 = megatron_logits(meg, prompts, tp=2, pp=1)
+    cfg = cio.read_model_config(meg)
+    model = build_stage(cfg, 2, 1)
+    cio.load_model_weights([model], cio.resolve_checkpoint(meg))
+    it = Path(save_to) / cio.iter_name(5)
+    it.mkdir(parents=True, exist_ok=True)
+    dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 5}, str(it))  # extra entry: ignored
+    if rank == 0:
+        cio.write_model_config(save_to, cfg)
+        cio.copy_tokenizer(cio.tokenizer_dir(meg), Path(save_to) / cio.TOKENIZER_DIR)
+        cio.write_latest(save_to, it.name)
+    torch.distributed.barrier()
+    pp2 = megatron_logits(meg, prompts, tp=1, pp=2)
+    export_hf(save_to, Path(export_to) / f"rank{rank}", show_progress=False)
+    return tp2, pp2
 
 
 def test_roundtrip_and_parallel_parity(tiny_hf_dir, tmp_path, capsys):
@@ -92,19 +89,18 @@ def test_roundtrip_and_parallel_parity(tiny_hf_dir, tmp_path, capsys):
         again = [exported(torch.tensor([ids])).logits[0] for ids in prompts]
     assert compare(reference, again).max_abs_diff == 0.0
 
-    tp2 = run_distributed(parallel_job, world_size=2, meg=str(meg), prompts=prompts, tp=2, pp=1,
-                          save_to=str(tmp_path / "meg_tp2"))
-    assert compare(reference, tp2[0]).max_abs_diff <= ATOL and tp2[0] is not None
-    pp2 = run_distributed(parallel_job, world_size=2, meg=str(meg), prompts=prompts, tp=1, pp=2)
-    assert pp2[0] is None and compare(reference, pp2[1]).max_abs_diff <= ATOL
+    (tp2_0, pp2_0), (tp2_1, pp2_1) = run_distributed(
+        parallel_job, world_size=2, meg=str(meg), prompts=prompts, save_to=str(tmp_path / "meg_tp2"),
+        export_to=str(tmp_path / "hf_tp2"))
+    assert compare(reference, tp2_0).max_abs_diff <= ATOL and compare(reference, tp2_1).max_abs_diff <= ATOL
+    assert pp2_0 is None and compare(reference, pp2_1).max_abs_diff <= ATOL
 
     # A checkpoint saved by a TP=2 model exports to the same tensors as the TP=1 import.
-    run_distributed(export_job, world_size=1, meg=str(tmp_path / "meg_tp2"), out=str(tmp_path / "hf_tp2"))
-    from_tp2 = _hf_tensors(tmp_path / "hf_tp2")
-    assert from_tp2.keys() == src.keys() and all(torch.equal(src[k], from_tp2[k]) for k in src)
+    for rank in (0, 1):
+        from_tp2 = _hf_tensors(tmp_path / "hf_tp2" / f"rank{rank}")
+        assert from_tp2.keys() == src.keys() and all(torch.equal(src[k], from_tp2[k]) for k in src)
 
     # Export refuses an existing target unless --force.
     code = main(["export", "--megatron-dir", str(meg), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1 and "already exists" in err and str(out) in err
-    shutil.rmtree(tmp_path / "hf_tp2")

@@ -78,6 +78,20 @@ def _hf_logit_error(hf, docs, logits: torch.Tensor, batch) -> float:
     return err
 
 
+def _bshd_logit_error(hf, model, doc: torch.Tensor, cp: int) -> float:
+    """Unpacked [b=1, s] input (no packed_seq_params): one causal document, zigzag-split under CP."""
+    from megatron.core import parallel_state as ps
+
+    from nemo_terminal.data.batches import zigzag_indices
+
+    assert len(doc) % (2 * cp) == 0
+    rows = zigzag_indices(torch.tensor([0, len(doc)]), cp, ps.get_context_parallel_rank())
+    with torch.no_grad():
+        logits = model(doc[rows][None], rows[None], None)[0]  # [s/cp, V]
+        ref = hf(input_ids=doc[None]).logits[0][rows]
+    return float((logits - ref).abs().max())
+
+
 def _global_positions(batch) -> torch.Tensor:
     from megatron.core import parallel_state as ps
 
@@ -139,7 +153,8 @@ def packed_cp_run() -> dict:
             logits = _forward(model, batch, labels=False)[0]  # [T, V]
         out[f"hf_logit_err_cp{cp}"] = _hf_logit_error(hf, docs, logits, batch)
         out[f"rope_err_cp{cp}"] = _rope_error(hf, model, batch)
-        out[f"padding_logit_rows_cp{cp}"] = int(batch["tokens"].shape[1] - batch["num_tokens"])
+        if cp == 1:  # unpacked CP needs megatron's get_pos_emb_on_this_cp_rank: pin_memory=True fails on CPU
+            out["bshd_logit_err_cp1"] = _bshd_logit_error(hf, model, docs[0], cp)
         results[cp] = _loss_and_grads(model, batch, ps.get_context_parallel_group() if cp > 1 else None)
     (l1, g1), (l2, g2) = results[1], results[2]
     out["loss_cp1"], out["loss_cp2"] = l1, l2

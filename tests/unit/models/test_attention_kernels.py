@@ -1,4 +1,4 @@
-"""The torch attention kernels against a dense O(T²) oracle written independently here.
+"""The torch attention kernels against a dense O(T²) oracle written independently (_attn_cases).
 
 In-process, no megatron parallel state: CP is exercised by giving each rank's local query rows
 (zigzag) the full keys, which is exactly what the all-gather delivers. fp32; tolerance 1e-5
@@ -7,66 +7,32 @@ absolute (values are O(1)).
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
+from _attn_cases import CU, CU_PADDED, SCALE, inputs, oracle, oracle_mask
 from nemo_terminal.models.attention import attend_segments, flex_attend, reference_segment, sdpa_segment
 from nemo_terminal.models.attention_cp import build_plan, dense_mask
 
-# Four documents: unpadded lengths 5, 9, 3, 7; padded to multiples of 4 (2·cp for cp=2), the
-# last one also holding the bin's unused tail.
-CU = [0, 5, 14, 17, 24]
-CU_PADDED = [0, 8, 20, 24, 32]
-HEADS, GROUPS, DIM = 4, 2, 8
-SCALE = 1.0 / math.sqrt(DIM)
 TOL = 1e-5
 
 
-def _oracle_mask(cu: list[int], cu_padded: list[int]) -> torch.Tensor:
-    """[T_full, T_full] True where query i may attend key j: same doc, causal, both unpadded."""
-    t = cu_padded[-1]
-    doc, off, real = [0] * t, [0] * t, [False] * t
-    for d in range(len(cu) - 1):
-        for p in range(cu_padded[d], cu_padded[d + 1]):
-            doc[p], off[p] = d, p - cu_padded[d]
-            real[p] = off[p] < cu[d + 1] - cu[d]
-    return torch.tensor([[doc[i] == doc[j] and off[j] <= off[i] and real[i] and real[j] for j in range(t)]
-                         for i in range(t)])
-
-
-def _oracle(q, k, v, mask):
-    """Dense masked attention; rows with no allowed key are zero (padding)."""
-    rep = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
-    scores = torch.einsum("qhd,khd->hqk", q, k) * SCALE
-    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).nan_to_num(0.0)
-    return torch.einsum("hqk,khd->qhd", probs, v)
-
-
-def _inputs(seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    t = CU_PADDED[-1]
-    return [torch.randn(t, n, DIM, generator=gen, requires_grad=True) for n in (HEADS, GROUPS, GROUPS)]
-
-
-def _grads(out, inputs, weight):
-    return torch.autograd.grad((out * weight).sum(), inputs)
+def _grads(out, wrt, weight):
+    return torch.autograd.grad((out * weight).sum(), wrt)
 
 
 def test_plan_mask_matches_oracle():
     plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
-    assert torch.equal(dense_mask(plan), _oracle_mask(CU, CU_PADDED))
+    assert torch.equal(dense_mask(plan), oracle_mask(CU, CU_PADDED))
 
 
 @pytest.mark.parametrize("kernel", [reference_segment, sdpa_segment], ids=["reference", "sdpa"])
 @pytest.mark.parametrize("cp", [1, 2])
 def test_kernel_matches_dense_oracle(kernel, cp):
     """Values and q/k/v gradients, for every CP rank's zigzag share of the queries."""
-    q, k, v = _inputs()
-    mask = _oracle_mask(CU, CU_PADDED)
-    expected = _oracle(q, k, v, mask)
+    q, k, v = inputs()
+    mask = oracle_mask(CU, CU_PADDED)
+    expected = oracle(q, k, v, mask)
     weight = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
     exp_grads = _grads(expected, (q, k, v), weight)
     got_full = torch.zeros_like(expected)
@@ -88,7 +54,7 @@ def test_kernel_matches_dense_oracle(kernel, cp):
 
 def test_flex_forward_matches_reference():
     """FlexAttention with the document block mask; forward only (no CPU backward in torch)."""
-    q, k, v = (x.detach() for x in _inputs(2))
+    q, k, v = (x.detach() for x in inputs(2))
     for cp, rank in [(1, 0), (2, 0), (2, 1)]:
         plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
         rows = plan.local_positions
@@ -98,7 +64,7 @@ def test_flex_forward_matches_reference():
 
 def test_cross_document_leak_is_caught():
     """Negative control: one causal attention over the whole bin differs from per-document attention."""
-    q, k, v = (x.detach() for x in _inputs(3))
+    q, k, v = (x.detach() for x in inputs(3))
     plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
     packed = attend_segments(q, k, v, plan, SCALE, reference_segment)
     leaky = reference_segment(q, k, v, SCALE)

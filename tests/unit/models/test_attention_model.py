@@ -24,6 +24,7 @@ def test_packed_matches_hf_and_cp2_matches_cp1():
         for cp in (1, 2):
             assert r[f"hf_logit_err_cp{cp}"] <= 1e-4, r
             assert r[f"rope_err_cp{cp}"] <= 1e-5, r  # rotary uses per-document (and per-CP-chunk) positions
+        assert r["bshd_logit_err_cp1"] <= 1e-4, r  # unpacked input (no packed_seq_params): one document
         assert abs(r["loss_cp2"] - r["loss_cp1"]) <= REL * abs(r["loss_cp1"]), r
         assert len(r["grad_rel_err"]) == 2 * 8 + 3  # every parameter compared
         bad = {n: e for n, e in r["grad_rel_err"].items() if not e <= REL}

@@ -1,9 +1,11 @@
 """Every parallel layout trains like one device: 4 optimizer steps, fp32, CPU, gloo.
 
-Tolerance: 1e-5 relative on the loss and gradient norm of every step — the
-reductions happen in a different order across ranks, so bitwise equality is not
-expected, but anything structural (a lost document, a wrong normalization, a
-mis-split weight) moves the loss by far more.
+Tolerances: loss 1e-5 relative at every step (the issue's bar). Across layouts
+the reductions run in another order, so fp32 results differ in the last bits
+and the gradient norm (a square root of a sum of squares over ~20M numbers) is
+held to 1e-4; within one layout (micro-batch splits) gradients are held to
+1e-5. Anything structural — a lost document, a mean of means, a mis-split
+weight — moves the loss by orders of magnitude more.
 """
 
 from __future__ import annotations
@@ -12,49 +14,66 @@ import pytest
 
 from nemo_terminal.testing import run_distributed
 
-from _runs import base_overrides, train_history
-
-REL = 1e-5
+from _runs import base_overrides, train_many
 
 
-def _close(a: list[dict], b: list[dict], keys=("loss", "grad_norm")) -> None:
-    assert len(a) == len(b)
+def _close(a: list[dict], b: list[dict], grad_rel: float) -> None:
+    assert len(a) == len(b) == 4
     for step, (x, y) in enumerate(zip(a, b), start=1):
         assert x["loss_tokens"] == y["loss_tokens"], f"step {step}: different data {x} vs {y}"
-        for key in keys:
-            assert abs(x[key] - y[key]) <= REL * abs(x[key]), f"step {step} {key}: {x[key]} vs {y[key]}"
+        assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), f"step {step} loss: {x} vs {y}"
+        assert abs(x["grad_norm"] - y["grad_norm"]) <= grad_rel * abs(x["grad_norm"]), f"step {step} grad: {x} vs {y}"
 
 
 @pytest.fixture(scope="module")
-def reference(train_inputs, tmp_path_factory):
-    """One process, TP=PP=CP=DP=1, micro-batch 1 x 4."""
-    run = tmp_path_factory.mktemp("ref")
-    return run_distributed(train_history, world_size=1, overrides=base_overrides(train_inputs, run), with_params=True)[0]
+def one_device(train_inputs, tmp_path_factory):
+    """World size 1: the reference, its micro-batch splits, and the reference on CP-padded data."""
+    tmp = tmp_path_factory.mktemp("one_device")
+    runs = {
+        "ref": base_overrides(train_inputs, tmp / "ref"),
+        "mbs2": base_overrides(train_inputs, tmp / "mbs2", **{"train.micro_batch_size": 2}),
+        "mbs4": base_overrides(train_inputs, tmp / "mbs4", **{"train.micro_batch_size": 4}),
+        "ref_cp": base_overrides(train_inputs, tmp / "ref_cp", data="data_cp2"),
+    }
+    return run_distributed(train_many, world_size=1, runs=runs, with_params=("ref", "mbs2", "mbs4"))[0]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(train_inputs, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("two_ranks")
+    runs = {
+        "tp2": base_overrides(train_inputs, tmp / "tp2", **{"parallel.tp": 2}),
+        "pp2": base_overrides(train_inputs, tmp / "pp2", **{"parallel.pp": 2}),
+        "dp2": base_overrides(train_inputs, tmp / "dp2"),
+        "cp2": base_overrides(train_inputs, tmp / "cp2", data="data_cp2", **{"parallel.cp": 2}),
+    }
+    ranks = run_distributed(train_many, world_size=2, timeout=600, runs=runs)
+    for name in runs:  # every rank reports the same global loss
+        assert ranks[0][name]["history"] == ranks[1][name]["history"], name
+    return ranks[0]
+
+
+def test_reference_learns(one_device):
+    hist = one_device["ref"]["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"] - 0.05
+    assert not any(r["skipped"] for r in hist)
 
 
 @pytest.mark.dist
-@pytest.mark.parametrize("layout", ["parallel.tp=2", "parallel.pp=2", "dp"])
-def test_layout_matches_one_device(layout, reference, train_inputs, tmp_path):
-    extra = [] if layout == "dp" else [layout]
-    out = run_distributed(train_history, world_size=2, overrides=base_overrides(train_inputs, tmp_path) + extra)
-    _close(reference["history"], out[0]["history"])
-    assert reference["history"][-1]["loss"] < reference["history"][0]["loss"]
+@pytest.mark.parametrize("layout", ["tp2", "pp2", "dp2"])
+def test_layout_matches_one_device(layout, one_device, two_ranks):
+    _close(one_device["ref"]["history"], two_ranks[layout]["history"], grad_rel=1e-4)
 
 
 @pytest.mark.dist
-def test_cp2_matches_cp1(train_inputs, tmp_path):
-    """CP needs documents padded to 2*cp: both runs use the cp2-prepared data."""
-    ref = run_distributed(train_history, world_size=1, overrides=base_overrides(train_inputs, tmp_path / "a", data="data_cp2"))
-    cp2 = run_distributed(train_history, world_size=2,
-                          overrides=base_overrides(train_inputs, tmp_path / "b", data="data_cp2") + ["parallel.cp=2"])
-    _close(ref[0]["history"], cp2[0]["history"])
+def test_cp2_matches_cp1(one_device, two_ranks):
+    _close(one_device["ref_cp"]["history"], two_ranks["cp2"]["history"], grad_rel=1e-4)
 
 
-@pytest.mark.parametrize("mbs", [2, 4])
-def test_micro_batch_split_matches(mbs, reference, train_inputs, tmp_path):
-    out = run_distributed(train_history, world_size=1, with_params=True,
-                          overrides=base_overrides(train_inputs, tmp_path) + [f"train.micro_batch_size={mbs}"])[0]
-    _close(reference["history"], out["history"])
-    for name, p in reference["params"].items():
+@pytest.mark.parametrize("split", ["mbs2", "mbs4"])
+def test_micro_batch_split_matches(split, one_device):
+    ref, out = one_device["ref"], one_device[split]
+    _close(ref["history"], out["history"], grad_rel=1e-5)
+    for name, p in ref["params"].items():
         q = out["params"][name]
-        assert (p - q).abs().max() <= REL * max(p.abs().max(), 1e-3), name
+        assert (p - q).abs().max() <= 1e-5 * max(float(p.abs().max()), 1e-3), name

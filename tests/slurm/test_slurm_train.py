@@ -1,0 +1,218 @@
+"""slurm/train.sbatch under a real Slurm (slurmctld + slurmd on loopback), without a container.
+
+The test configures a one-node cluster in its own temp dir (auth/none, proctrack/linuxproc,
+task/none), builds the training inputs with the CLI (tiny Qwen3, import, prepare), submits the
+real batch script at 2 tasks (srun launcher, gloo), and checks the checkpoints it writes. A second
+test sends the batch shell the time-limit signal and checks that the job requeues itself and
+resumes from run_dir/latest. Needs root and Debian's slurmctld/slurmd (apt-get install slurmctld
+slurmd slurm-client); skipped otherwise. Slow (minutes on 2 cores): `pytest -m slow tests/slurm`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "nemo_terminal" / "resources" / "sample_trajectories.jsonl"
+
+
+def _missing() -> str | None:
+    for tool in ("slurmctld", "slurmd", "sbatch", "scontrol", "sinfo"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"{tool} is not installed (apt-get install slurmctld slurmd slurm-client)"
+    if os.geteuid() != 0:
+        return "slurmd must run as root to launch job steps"
+    if not glob.glob("/usr/lib/*/slurm*/auth_none.so") + glob.glob("/usr/lib*/slurm*/auth_none.so"):
+        return "Slurm's auth/none plugin is not installed"
+    if (os.cpu_count() or 1) < 2:
+        return "needs 2 CPUs for 2 tasks"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _daemon(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+class Cluster:
+    """A one-node Slurm on loopback; every state, spool and log file under `root`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        for sub in ("state", "spool", "log"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        self.conf = root / "slurm.conf"
+        self.conf.write_text(_slurm_conf(root, os.cpu_count() or 2))
+        self.env = dict(os.environ, SLURM_CONF=str(self.conf))
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        for cmd in ([_daemon("slurmctld"), "-D"], [_daemon("slurmd"), "-D", "-N", "localhost"]):
+            log = open(self.root / "log" / f"{Path(cmd[0]).name}.out", "w")
+            self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            out = self.run(["sinfo", "-h", "-o", "%t"], check=False).stdout.strip()
+            if out == "idle":
+                return
+            time.sleep(1)
+        raise RuntimeError(f"slurm did not come up; logs in {self.root / 'log'}")
+
+    def stop(self) -> None:
+        self.run(["scancel", "--user=root"], check=False)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def run(self, cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=kw.pop("env", self.env), capture_output=True, text=True, check=check, **kw)
+
+    def job(self, job_id: str) -> dict[str, str]:
+        out = self.run(["scontrol", "show", "job", job_id]).stdout
+        return dict(re.findall(r"(\w+)=(\S*)", out))
+
+    def wait(self, job_id: str, until, timeout: float = 420) -> dict[str, str]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            info = self.job(job_id)
+            if until(info):
+                return info
+            time.sleep(2)
+        raise AssertionError(f"job {job_id} timed out in state {self.job(job_id).get('JobState')}")
+
+
+def _slurm_conf(root: Path, cpus: int) -> str:
+    return f"""ClusterName=nemoterminaltest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/none
+CredType=cred/none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd.log
+ReturnToService=2
+MinJobAge=3600
+KillWait=5
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    c = Cluster(tmp_path_factory.mktemp("slurm"))
+    c.start()
+    yield c
+    c.stop()
+
+
+def _cli(*args: str) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "nemo_terminal", *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, f"nemo-terminal {args[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A tiny Qwen3 imported to Megatron and prepared trajectories, made with the CLI."""
+    work = tmp_path_factory.mktemp("inputs")
+    traj = SAMPLE
+    if not traj.is_file():  # until the sample ships: records in the exact Terminal-Corpus format
+        from nemo_terminal.data.synthetic import write_jsonl
+
+        traj = write_jsonl(work / "trajectories.jsonl", 24, seed=0)
+    _cli("tiny-model", "--out", str(work / "hf"), "--seed", "0")
+    _cli("prepare", "--input", str(traj), "--tokenizer", str(work / "hf"), "--out", str(work / "data"),
+         "--seq-length", "1024")
+    _cli("import", "--hf-dir", str(work / "hf"), "--out", str(work / "meg"), "--dtype", "fp32")
+    return work
+
+
+def _submit(cluster: Cluster, inputs: Path, run_dir: Path, *overrides: str, launcher: str = "srun") -> tuple[str, Path]:
+    log = run_dir.parent / f"{run_dir.name}-%j.out"
+    env = dict(cluster.env, CONTAINER_IMAGE="none", PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               CONFIG=str(REPO / "configs" / "tiny_cpu.yaml"), MEGATRON_DIR=str(inputs / "meg"),
+               DATA_DIR=str(inputs / "data"), RUN_DIR=str(run_dir), NPROC_PER_NODE="2", LAUNCHER=launcher)
+    cmd = ["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0", "--time=20",
+           f"--output={log}", str(REPO / "slurm" / "train.sbatch"), *overrides]
+    job_id = cluster.run(cmd, env=env, cwd=REPO).stdout.strip().split(";")[0]
+    return job_id, Path(str(log).replace("%j", job_id))
+
+
+def _finished(info: dict[str, str]) -> bool:
+    return info.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("launcher", ["srun", "torchrun"])
+def test_train_sbatch_trains_and_checkpoints(cluster, inputs, tmp_path, launcher):
+    run_dir = tmp_path / "run"
+    job_id, log = _submit(cluster, inputs, run_dir, "train.max_steps=4", "checkpoint.save_interval=2",
+                          launcher=launcher)
+    info = cluster.wait(job_id, _finished)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text[-4000:]
+    assert "dp=2" in text  # two ranks (srun tasks, or torchrun's workers) formed one gloo world
+    assert "fits" in text  # the memory plan ran first
+    assert (run_dir / "latest").read_text().strip() == "iter_0000004"
+    assert [m["step"] for m in _metrics(run_dir)] == [1, 2, 3, 4]
+
+
+def test_time_limit_signal_requeues_and_resumes(cluster, inputs, tmp_path):
+    run_dir = tmp_path / "run"
+    job_id, log = _submit(cluster, inputs, run_dir, "train.max_steps=8", "checkpoint.save_interval=2")
+    deadline = time.time() + 300
+    while not (run_dir / "latest").is_file():
+        assert time.time() < deadline and not _finished(cluster.job(job_id)), log.read_text()[-4000:]
+        time.sleep(1)
+    # What --signal=B:USR1@120 does near the time limit, sent now.
+    cluster.run(["scancel", "--batch", "--signal=USR1", job_id])
+    cluster.wait(job_id, lambda i: i.get("Restarts") == "1" and i.get("JobState") == "PENDING", timeout=120)
+    cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])  # skip Slurm's requeue delay
+    info = cluster.wait(job_id, _finished)
+    text = log.read_text()  # --open-mode=append keeps both runs
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text[-4000:]
+    assert "requeueing job" in text and "restart 1" in text
+    assert re.search(r"resumed from \S+iter_\d+ at step [1-7]\b", text), text[-4000:]
+    assert (run_dir / "latest").read_text().strip() == "iter_0000008"
+    assert _metrics(run_dir)[-1]["step"] == 8

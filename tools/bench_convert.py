@@ -1,0 +1,154 @@
+"""Benchmark import/export on a synthetic checkpoint with Qwen3-8B layer shapes.
+
+    python tools/bench_convert.py --layers 2 --reps 3 --work /tmp/bench --out results.json
+
+Times are compared with a plain `shutil.copyfile` of the same safetensors bytes in the same run
+(page cache warm for both). Each conversion runs in a child process that reports its own peak
+RSS (VmHWM) and the time spent converting (imports excluded); a child that only imports the
+same modules gives the Python baseline. Targets: conversion <= 3x copy; peak RSS <= 2x the
+largest shard + baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+import torch, megatron.core, transformers, safetensors  # the baseline pays these imports too
+from nemo_terminal.convert.importer import import_hf
+from nemo_terminal.convert.exporter import export_hf
+mode, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
+t = time.perf_counter()
+if mode == "import":
+    import_hf(a, b, force=True, show_progress=False)
+elif mode == "export":
+    export_hf(a, b, force=True, show_progress=False)
+secs = time.perf_counter() - t
+# VmHWM belongs to this exec'd image; ru_maxrss would inherit the parent's high-water mark.
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seconds": secs, "max_rss_kb": hwm}))
+"""
+
+SHAPES_8B = dict(hidden=4096, heads=32, kv=8, head_dim=128, ffn=12288, vocab=151936)
+
+
+def write_synthetic(root: Path, layers: int) -> list[Path]:
+    """An untied bf16 Qwen3 with 8B shapes; one shard per 2 layers, embeddings and lm_head apart."""
+    import torch
+    from safetensors.torch import save_file
+
+    from nemo_terminal.models.qwen3 import Qwen3Config
+    from nemo_terminal.models.tiny import hf_weight_shapes
+    from nemo_terminal.models.tokenizer import write_qwen3_tokenizer
+
+    s = SHAPES_8B
+    cfg = Qwen3Config(num_hidden_layers=layers, hidden_size=s["hidden"], num_attention_heads=s["heads"],
+                      num_key_value_heads=s["kv"], head_dim=s["head_dim"], intermediate_size=s["ffn"],
+                      vocab_size=s["vocab"], tie_word_embeddings=False, torch_dtype="bfloat16")
+    root.mkdir(parents=True, exist_ok=True)
+    shapes = hf_weight_shapes(cfg)
+    groups: list[list[str]] = [["model.embed_tokens.weight"]]
+    for i in range(0, layers, 2):
+        groups.append([k for k in shapes if any(k.startswith(f"model.layers.{j}.") for j in (i, i + 1))])
+    groups.append(["model.norm.weight", "lm_head.weight"])
+    gen = torch.Generator().manual_seed(0)
+    weight_map, files = {}, []
+    for n, names in enumerate(groups):
+        name = f"model-{n + 1:05d}-of-{len(groups):05d}.safetensors"
+        tensors = {k: (torch.randn(shapes[k], generator=gen) * 0.02).to(torch.bfloat16) for k in names}
+        save_file(tensors, str(root / name), metadata={"format": "pt"})
+        del tensors
+        weight_map.update({k: name for k in names})
+        files.append(root / name)
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (root / "config.json").write_text(json.dumps(cfg.to_hf_dict()))
+    write_qwen3_tokenizer(root)
+    return files
+
+
+def child(mode: str, a: Path, b: Path) -> dict:
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-4000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["wall_seconds"] = time.perf_counter() - t
+    return res
+
+
+def summary(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "all": xs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--work", default="/tmp/bench_convert")
+    parser.add_argument("--out", default="results.json")
+    args = parser.parse_args()
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    hf, meg, back, copy_dir = work / "hf", work / "meg", work / "hf_back", work / "copy"
+    # Written by a child, so this process stays small while it times copies.
+    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                    f"import bench_convert as b; from pathlib import Path; b.write_synthetic(Path({str(hf)!r}), "
+                    f"{args.layers})"], check=True)
+    files = sorted(hf.glob("model-*.safetensors"))
+    total = sum(f.stat().st_size for f in files)
+    largest = max(f.stat().st_size for f in files)
+
+    copy_s, imp, exp = [], [], []
+    for _ in range(args.reps):
+        copy_dir.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        for f in files:
+            shutil.copyfile(f, copy_dir / f.name)
+        copy_s.append(time.perf_counter() - t)
+        shutil.rmtree(copy_dir)
+        imp.append(child("import", hf, meg))
+        exp.append(child("export", meg, back))
+    base = child("baseline", hf, meg)
+    mb = 1024.0
+    result = {
+        "layers": args.layers, "bytes_total": total, "bytes_largest_shard": largest, "reps": args.reps,
+        "copy_seconds": summary(copy_s),
+        "import_seconds": summary([r["seconds"] for r in imp]),
+        "export_seconds": summary([r["seconds"] for r in exp]),
+        "import_wall_seconds_incl_startup": summary([r["wall_seconds"] for r in imp]),
+        "export_wall_seconds_incl_startup": summary([r["wall_seconds"] for r in exp]),
+        "baseline_rss_mb": base["max_rss_kb"] / mb,
+        "import_peak_rss_mb": max(r["max_rss_kb"] for r in imp) / mb,
+        "export_peak_rss_mb": max(r["max_rss_kb"] for r in exp) / mb,
+        "largest_shard_mb": largest / 2**20,
+    }
+    c = result["copy_seconds"]["median"]
+    result["import_over_copy"] = result["import_seconds"]["median"] / c
+    result["export_over_copy"] = result["export_seconds"]["median"] / c
+    for k in ("import", "export"):
+        result[f"{k}_rss_over_largest_shard"] = (result[f"{k}_peak_rss_mb"] - result["baseline_rss_mb"]) / (
+            largest / 2**20)
+    result["targets"] = {"conversion_over_copy_max": 3.0, "rss_over_largest_shard_max": 2.0}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for k in ("copy_seconds", "import_seconds", "export_seconds"):
+        s = result[k]
+        print(f"{k}: median {s['median']:.2f} (min {s['min']:.2f}, max {s['max']:.2f})")
+    print(f"import/copy = {result['import_over_copy']:.2f}x   export/copy = {result['export_over_copy']:.2f}x")
+    print(f"peak RSS: import {result['import_peak_rss_mb']:.0f} MB, export {result['export_peak_rss_mb']:.0f} MB, "
+          f"baseline {result['baseline_rss_mb']:.0f} MB, largest shard {result['largest_shard_mb']:.0f} MB")
+    print(f"(peak - baseline)/largest shard: import {result['import_rss_over_largest_shard']:.2f}, "
+          f"export {result['export_rss_over_largest_shard']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
