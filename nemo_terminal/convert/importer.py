@@ -159,6 +159,3 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
     log.info("imported %s -> %s (%s, %d tensor groups)", hf_dir, it, cfg.torch_dtype, len(pairs))
     return it
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())

@@ -43,8 +43,10 @@ class _CudaToCpu(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
-        if func in _FACTORIES and _is_cuda(kwargs.get("device")):
-            kwargs["device"] = "cpu"
+        if func in _FACTORIES:
+            if _is_cuda(kwargs.get("device")):
+                kwargs["device"] = "cpu"
+            kwargs.pop("pin_memory", None)  # pinning needs CUDA; megatron's CP rope asks for it
         elif func is torch.Tensor.cuda:
             return args[0]
         elif func is torch.Tensor.to:

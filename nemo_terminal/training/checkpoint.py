@@ -11,38 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import torch.distributed as dist
 
-from nemo_terminal.errors import UserError
+from nemo_terminal.convert import checkpoint_io as cio
 
 log = logging.getLogger(__name__)
-_ITER = re.compile(r"^iter_(\d{7})$")
-
-
-def iter_name(step: int) -> str:
-    return f"iter_{step:07d}"
-
-
-def write_latest(root: Path, name: str) -> None:
-    tmp = root / f".latest.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, root / "latest")
-
-
 def latest_checkpoint(root: Path) -> Optional[Path]:
-    """The checkpoint `latest` points to, or None when the directory has none."""
-    pointer = Path(root) / "latest"
-    if not pointer.is_file():
+    """The checkpoint `latest` points to, or None when the directory has none yet."""
+    if not (Path(root) / cio.LATEST).is_file():
         return None
-    path = Path(root) / pointer.read_text().strip()
-    if not (path / "metadata.json").is_file():
-        raise UserError(f"{pointer} points to {path.name}, which is missing or incomplete")
-    return path
+    return cio.resolve_checkpoint(root)
 
 
 def save(state: dict[str, Any], root: Path, step: int, keep_last: int) -> Path:
@@ -50,8 +32,8 @@ def save(state: dict[str, Any], root: Path, step: int, keep_last: int) -> Path:
     from megatron.core import dist_checkpointing
 
     rank0 = dist.get_rank() == 0
-    final = root / iter_name(step)
-    tmp = root / (iter_name(step) + ".tmp")
+    final = root / cio.iter_name(step)
+    tmp = root / (cio.iter_name(step) + ".tmp")
     if rank0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -61,14 +43,14 @@ def save(state: dict[str, Any], root: Path, step: int, keep_last: int) -> Path:
     if rank0:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        write_latest(root, final.name)
+        cio.write_latest(root, final.name)
         _prune(root, keep_last)
     dist.barrier()
     return final
 
 
 def _prune(root: Path, keep_last: int) -> None:
-    done = sorted(p for p in root.iterdir() if _ITER.match(p.name) and p.is_dir())
+    done = sorted(p for p in root.iterdir() if cio.ITER_RE.match(p.name) and p.is_dir())
     for old in done[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob("iter_*.tmp"):  # left by a killed save

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.distributed as dist
 
+from nemo_terminal.convert import checkpoint_io as cio
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config, yarn_config_overrides
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0, on_gpu
@@ -44,12 +48,13 @@ class Trainer:
 
         cfg = self.cfg
         source = self._model_source()
+        _, world = init_distributed()
+        dist.barrier()  # an on-the-fly import by rank 0 is complete
         self.model_cfg = self._read_model_config(source)
         # Every layout error is raised here, before any model exists or compute starts.
         cfg.parallel.check_model(
             self.model_cfg.num_hidden_layers, self.model_cfg.num_attention_heads, self.model_cfg.num_key_value_heads
         )
-        _, world = init_distributed()
         self.dp = cfg.parallel.dp(world)
         self.num_micro = cfg.train.micro_batches_per_step(self.dp)
         init_parallel_state(cfg.parallel, seed=cfg.train.seed)
@@ -64,33 +69,33 @@ class Trainer:
         if resume is not None:
             self._load(resume, full=True)
         else:
-            self._load(checkpoint.latest_checkpoint(source) or _missing(source), full=False)
-        if is_rank0():
+            self._load(cio.resolve_checkpoint(source), full=False)
+        if is_rank0():  # the run dir is itself a checkpoint dir: export, verify and train read it
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-            (self.run_dir / "model_config.json").write_text(_json(self.model_cfg.to_hf_dict()))
-            _copy_tokenizer(source / "tokenizer", self.run_dir / "tokenizer")
+            cio.write_model_config(self.run_dir, self.model_cfg)
+            if source.resolve() != self.run_dir.resolve():
+                cio.copy_tokenizer(source / cio.TOKENIZER_DIR, self.run_dir / cio.TOKENIZER_DIR)
         return self
 
     def _model_source(self) -> Path:
+        """The Megatron checkpoint dir to start from; an hf_dir is imported once, by rank 0."""
         if self.cfg.model.megatron_dir:
-            path = Path(self.cfg.model.megatron_dir)
-            if not (path / "model_config.json").is_file():
-                raise UserError(f"model.megatron_dir={path} is not a checkpoint from `nemo-terminal import` (no model_config.json)")
-            return path
-        from nemo_terminal.convert.hf_to_megatron import import_checkpoint
-
+            return Path(self.cfg.model.megatron_dir)
         out = self.run_dir / "imported"
-        if is_rank0() and not (out / "latest").is_file():
-            import_checkpoint(self.cfg.model.hf_dir, out, dtype=self.cfg.train.precision, force=True)
-        if dist.is_initialized():
-            dist.barrier()
+        if _env_rank() == 0 and not (out / cio.LATEST).is_file():
+            # Its own process: import builds a world of one; the other ranks wait in init_distributed.
+            cmd = [sys.executable, "-m", "nemo_terminal", "import", "--hf-dir", str(self.cfg.model.hf_dir),
+                   "--out", str(out), "--dtype", self.cfg.train.precision, "--force"]
+            if subprocess.run(cmd).returncode != 0:
+                raise UserError(f"importing model.hf_dir={self.cfg.model.hf_dir} failed (see above)")
         return out
 
     def _read_model_config(self, source: Path) -> Qwen3Config:
-        import json
-
-        model_cfg = Qwen3Config.from_hf_dict(json.loads((source / "model_config.json").read_text()), str(source))
+        if not (source / cio.MODEL_CONFIG).is_file():
+            raise UserError(f"model.megatron_dir={source} is not a checkpoint from `nemo-terminal import` "
+                            f"(no {cio.MODEL_CONFIG})")
+        model_cfg = cio.read_model_config(source)
         if self.cfg.model.yarn_factor:
             model_cfg.rope_scaling = {
                 "rope_type": "yarn",
@@ -116,7 +121,7 @@ class Trainer:
             cp_rank=ps.get_context_parallel_rank(),
             cp_size=cfg.parallel.cp,
             required_pad_multiple=cfg.parallel.pad_multiple(),
-            tokenizer_hash=tokenizer_hash(source / "tokenizer"),
+            tokenizer_hash=tokenizer_hash(source / cio.TOKENIZER_DIR),
         )
         data.setup()
         return data
@@ -402,18 +407,5 @@ def _global_token_stats(micro: list[dict]) -> tuple[int, float]:
     return int(stats[0]), float(stats[1])
 
 
-def _missing(source: Path):
-    raise UserError(f"{source} holds no checkpoint: no 'latest' pointer (run `nemo-terminal import` first)")
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
-
-
-def _copy_tokenizer(src: Path, dst: Path) -> None:
-    import shutil
-
-    if src.is_dir() and src.resolve() != dst.resolve():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+def _env_rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
