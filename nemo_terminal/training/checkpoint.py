@@ -62,3 +62,27 @@ def load(template: dict[str, Any], path: Path) -> dict[str, Any]:
     from megatron.core import dist_checkpointing
 
     return dist_checkpointing.load(template, str(path))
+
+
+def drop_absent_extra_state(template: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Remove `_extra_state` entries the checkpoint lacks from a load template.
+
+    Transformer Engine modules carry `_extra_state` (FP8 metadata) that the
+    local CPU spec does not have, so a checkpoint written on CPU (e.g. by
+    `import`) lacks e.g. core_attention._extra_state. The state itself is
+    re-created by TE; only real weights must match.
+    """
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+    from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
+
+    present = set(load_sharded_metadata(str(path)))
+
+    def keep(value: Any) -> bool:
+        return not (isinstance(value, ShardedObject) and "_extra_state" in value.key and value.unique_key not in present)
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items() if keep(v)}
+        return node
+
+    return walk(template)

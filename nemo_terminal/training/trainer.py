@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -231,9 +233,12 @@ class Trainer:
         if full:
             _init_torch_adam_state(self.optimizer)
             state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True, metadata=self._optim_meta())
-        loaded = checkpoint.load(state, path)
+        loaded = checkpoint.load(checkpoint.drop_absent_extra_state(state, path), path)
         for i, chunk in enumerate(self.model):
-            chunk.module.load_state_dict(loaded["model" if len(self.model) == 1 else f"model{i}"], strict=True)
+            result = chunk.module.load_state_dict(loaded["model" if len(self.model) == 1 else f"model{i}"], strict=False)
+            wrong = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.endswith("_extra_state")]
+            if wrong:
+                raise UserError(f"checkpoint {path} does not match the model: {wrong[:8]}")
         if full:
             with torch.no_grad():  # fp32 main params are views of leaf params; the copy is not a graph op
                 self.optimizer.load_state_dict(loaded["optimizer"])
@@ -296,6 +301,7 @@ class Trainer:
         history = []
         log.info("training %d steps (%d micro-batches/step/rank, dp=%d) from step %d",
                  self.total_steps, self.num_micro, self.dp, self.step)
+        preempt = _PreemptionFlag()
         while self.step < self.total_steps:
             t0 = time.perf_counter()
             micro = [next(it) for _ in range(self.num_micro)]
@@ -314,8 +320,14 @@ class Trainer:
             history.append(record)
             interval = cfg.checkpoint.save_interval
             last = self.step == self.total_steps
-            if (interval and self.step % interval == 0) or (last and cfg.checkpoint.save_final):
+            stop = preempt.agreed()
+            if (interval and self.step % interval == 0) or (last and cfg.checkpoint.save_final) or stop:
                 self.save()
+            if stop:
+                log.warning("stopping at step %d on %s: checkpoint saved; resume with checkpoint.resume=auto",
+                            self.step, preempt.name)
+                break
+        preempt.restore()
         metrics.close()
         return history
 
@@ -327,10 +339,41 @@ class Trainer:
         self.skipped_total += 1
         log.warning("step %d skipped: non-finite loss or gradient norm", self.step)
         if self.consecutive_skips >= self.cfg.train.max_consecutive_skips:
-            raise RuntimeError(
+            raise UserError(
                 f"{self.consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
                 f"(train.max_consecutive_skips); lower train.lr or check the data"
             )
+
+
+class _PreemptionFlag:
+    """SIGTERM/SIGUSR1 (Slurm preemption, scancel, time limit) -> save after this step, then stop.
+
+    The handler only sets a flag; ranks agree on it with one all-reduce per
+    step, so every rank saves the same step even if only some got the signal.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.name: Optional[str] = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.name = signal.Signals(signum).name
+
+    def agreed(self) -> bool:
+        flag = torch.tensor([1.0 if self.name else 0.0], device="cuda" if on_gpu() else "cpu")
+        dist.all_reduce(flag)
+        if flag.item() > 0 and not self.name:
+            self.name = "a signal to another rank"
+        return flag.item() > 0
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _init_torch_adam_state(optimizer, updates: int = 0, overwrite_step: bool = False) -> None:

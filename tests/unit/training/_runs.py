@@ -57,3 +57,41 @@ def setup_errors(runs: dict[str, list[str]]) -> dict[str, str]:
         except UserError as err:
             out[name] = str(err)
     return out
+
+
+def packed_vs_unpacked(overrides: list[str]) -> dict:
+    """Loss of packed bins via the trainer's forward step vs each document run alone, unpacked.
+
+    The reference never sees packing: each document is its own sequence with
+    plain causal attention (no packed_seq_params) and positions 0..L-1.
+    """
+    import torch
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from nemo_terminal.training.config import load_config
+    from nemo_terminal.training.trainer import Trainer, _forward_step
+
+    trainer = Trainer(load_config(RECIPE, overrides)).setup()
+    model = trainer.model[0]
+    micro = [next(iter(trainer.data.train_dataloader()))]
+    batch = micro[0]
+    with torch.no_grad():
+        reports = get_forward_backward_func()(
+            forward_step_func=_forward_step, data_iterator=iter(micro), model=[model], num_microbatches=1,
+            seq_length=batch["tokens"].shape[1], micro_batch_size=1, forward_only=True,
+        )
+    packed_sum, packed_count = (float(x) for x in reports[0]["lm loss"])
+
+    tokens = batch["tokens"][0]
+    labels, mask = batch["labels"][0], batch["loss_mask"][0]
+    cu, cu_pad = batch["cu_seqlens"].tolist(), batch["cu_seqlens_padded"].tolist()
+    doc_sum, doc_count = 0.0, 0.0
+    with torch.no_grad():
+        for i in range(len(cu) - 1):
+            start, length = cu_pad[i], cu[i + 1] - cu[i]
+            sl = slice(start, start + length)
+            losses = model.module(tokens[sl][None], torch.arange(length)[None], None, labels=labels[sl][None])
+            doc_sum += float((losses[0].float() * mask[sl]).sum())
+            doc_count += float(mask[sl].sum())
+    return {"packed": packed_sum / packed_count, "unpacked": doc_sum / doc_count,
+            "docs": len(cu) - 1, "packed_count": packed_count, "doc_count": doc_count}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SEQ_LENGTH = 128
+SEQ_LENGTH = 256
 
 
 def nt(*args: str, **kwargs) -> subprocess.CompletedProcess:
