@@ -57,10 +57,14 @@ def ratio(num: list[float], den: list[float]) -> dict[str, Any]:
     return out
 
 
-def fmt(s: dict[str, Any], unit: str = "s", scale: float = 1.0, digits: int = 3) -> str:
+def num(x: float) -> str:
+    """Readable at any magnitude: 4,314 / 12.5 / 0.0321."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def fmt(s: dict[str, Any], unit: str = "s", scale: float = 1.0) -> str:
     """'median X unit (min A – max B)' for a `summary` dict."""
-    return (f"median {s['median'] * scale:.{digits}g} {unit} "
-            f"(min {s['min'] * scale:.{digits}g} – max {s['max'] * scale:.{digits}g})")
+    return f"median {num(s['median'] * scale)} {unit} (min {num(s['min'] * scale)} – max {num(s['max'] * scale)})"
 
 
 def fmt_ratio(r: dict[str, Any], target: Optional[str] = None) -> str:

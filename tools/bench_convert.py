@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as common  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
@@ -84,17 +87,17 @@ def child(mode: str, a: Path, b: Path) -> dict:
     return res
 
 
-def summary(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "all": xs}
-
-
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=2, help="8B-shaped decoder layers (one shard per 2)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--work", default="/tmp/bench_convert")
     parser.add_argument("--out", default="results.json")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     work = Path(args.work)
     if work.exists():
         shutil.rmtree(work)
@@ -121,28 +124,31 @@ def main() -> int:
     mb = 1024.0
     result = {
         "layers": args.layers, "bytes_total": total, "bytes_largest_shard": largest, "reps": args.reps,
-        "copy_seconds": summary(copy_s),
-        "import_seconds": summary([r["seconds"] for r in imp]),
-        "export_seconds": summary([r["seconds"] for r in exp]),
-        "import_wall_seconds_incl_startup": summary([r["wall_seconds"] for r in imp]),
-        "export_wall_seconds_incl_startup": summary([r["wall_seconds"] for r in exp]),
+        "copy_seconds": common.summary(copy_s),
+        "import_seconds": common.summary([r["seconds"] for r in imp]),
+        "export_seconds": common.summary([r["seconds"] for r in exp]),
+        "import_wall_seconds_incl_startup": common.summary([r["wall_seconds"] for r in imp]),
+        "export_wall_seconds_incl_startup": common.summary([r["wall_seconds"] for r in exp]),
         "baseline_rss_mb": base["max_rss_kb"] / mb,
         "import_peak_rss_mb": max(r["max_rss_kb"] for r in imp) / mb,
         "export_peak_rss_mb": max(r["max_rss_kb"] for r in exp) / mb,
         "largest_shard_mb": largest / 2**20,
     }
-    c = result["copy_seconds"]["median"]
-    result["import_over_copy"] = result["import_seconds"]["median"] / c
-    result["export_over_copy"] = result["export_seconds"]["median"] / c
+    # Copy, import and export alternate within each repetition, so per-repetition ratios pair up.
+    for k in ("import", "export"):
+        r = common.ratio(result[f"{k}_seconds"]["all"], copy_s)
+        result[f"{k}_over_copy"] = r["of_medians"]
+        result[f"{k}_over_copy_range"] = [r["min"], r["max"]]
     for k in ("import", "export"):
         result[f"{k}_rss_over_largest_shard"] = (result[f"{k}_peak_rss_mb"] - result["baseline_rss_mb"]) / (
             largest / 2**20)
     result["targets"] = {"conversion_over_copy_max": 3.0, "rss_over_largest_shard_max": 2.0}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    common.write_result(args.out, "convert", result)
     for k in ("copy_seconds", "import_seconds", "export_seconds"):
-        s = result[k]
-        print(f"{k}: median {s['median']:.2f} (min {s['min']:.2f}, max {s['max']:.2f})")
-    print(f"import/copy = {result['import_over_copy']:.2f}x   export/copy = {result['export_over_copy']:.2f}x")
+        print(f"{k}: {common.fmt(result[k], 's')}")
+    for k in ("import", "export"):
+        lo, hi = result[f"{k}_over_copy_range"]
+        print(f"{k}/copy = {result[f'{k}_over_copy']:.2f}x (per-rep {lo:.2f} – {hi:.2f}); target <= 3")
     print(f"peak RSS: import {result['import_peak_rss_mb']:.0f} MB, export {result['export_peak_rss_mb']:.0f} MB, "
           f"baseline {result['baseline_rss_mb']:.0f} MB, largest shard {result['largest_shard_mb']:.0f} MB")
     print(f"(peak - baseline)/largest shard: import {result['import_rss_over_largest_shard']:.2f}, "

@@ -17,12 +17,15 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as common  # noqa: E402
 
 log = logging.getLogger("bench_prepare")
 
@@ -65,7 +68,7 @@ def _rss_child(corpus: str, tokenizer_dir: str, out: str, workers: int, seq: int
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=100, help="records in the small corpus (the large has 10x)")
     ap.add_argument("--seq-length", type=int, default=32768)
@@ -73,7 +76,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="bench_prepare.json")
     ap.add_argument("--work-dir", default=None, help="scratch directory (default: a temp dir)")
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from nemo_terminal.data.prepare import prepare_dataset
@@ -106,11 +113,11 @@ def main() -> int:
     result = {
         "workers": args.workers, "seq_length": args.seq_length, "records_small": args.records,
         "records_large": 10 * args.records, "tokens_encoded_small": n_tokens,
-        "bare_encode_s": {"median": statistics.median(bare_s), "min": min(bare_s), "max": max(bare_s)},
-        "prepare_s": {"median": statistics.median(prep_s), "min": min(prep_s), "max": max(prep_s)},
-        "throughput_ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
-        "prepare_tokens_per_s_median": n_tokens / statistics.median(prep_s),
-        "bare_tokens_per_s_median": n_tokens / statistics.median(bare_s),
+        "bare_encode_s": common.summary(bare_s),
+        "prepare_s": common.summary(prep_s),
+        "throughput_ratio": common.summary(ratios),
+        "prepare_tokens_per_s_median": n_tokens / common.summary(prep_s)["median"],
+        "bare_tokens_per_s_median": n_tokens / common.summary(bare_s)["median"],
         "packing_efficiency_small": report["packing_efficiency"],
         "packing_efficiency_large": large_rep["packing_efficiency"],
         "truncated_large": large_rep["truncated"], "bins_large": large_rep["bins"],
@@ -118,7 +125,8 @@ def main() -> int:
         "peak_rss_mib": {"small": rss_small, "large": rss_large},
         "rss_growth_10x": (rss_large["self_mib"] + rss_large["child_mib"]) / (rss_small["self_mib"] + rss_small["child_mib"]),
     }
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    common.write_result(args.out, "prepare", result)
+    print(f"bare encode {common.fmt(result['bare_encode_s'])}; prepare {common.fmt(result['prepare_s'])}")
     tr, pe = result["throughput_ratio"], result["packing_efficiency_large"]
     print(f"throughput ratio prepare/bare-encode (workers={args.workers}): median {tr['median']:.3f} "
           f"(min {tr['min']:.3f} - max {tr['max']:.3f}); target >= 0.7")

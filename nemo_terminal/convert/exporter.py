@@ -1,9 +1,11 @@
 """megatron-core checkpoint (any TP/PP it was saved at) -> HF safetensors directory.
 
-Each tensor group is loaded on its own as the full TP=1 tensor of one layer
-(dist_checkpointing reassembles TP shards, and fc1's [gate_i; up_i] pieces),
-transformed back to HF tensors and appended to a streaming safetensors
-writer. Peak memory is one group. No network and no original HF directory:
+The checkpoint's .metadata is read once (`dcp_read.CheckpointReader`); then
+each tensor group is loaded on its own as the full TP=1 tensor of one layer
+(the reader assembles TP/PP chunks, and fc1's [gate_i; up_i] pieces, since the
+checkpoint's global tensors are the TP=1 layout), transformed back to HF
+tensors and appended to a streaming safetensors writer. Peak memory is about
+one group. No network and no original HF directory:
 config, generation config and tokenizer come from the checkpoint directory.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from nemo_terminal.convert import checkpoint_io as cio
+from nemo_terminal.convert.dcp_read import CheckpointReader
 from nemo_terminal.convert.hf_io import (StreamingSafetensorsWriter, hf_dtype_name, parse_dtype, plan_shards,
                                          write_index)
 from nemo_terminal.convert.importer import prepare_output
@@ -29,45 +32,52 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the Hub's usual "5GB" shards
 
 
-def _checkpoint_tensors(it: Path) -> dict:
-    from megatron.core import dist_checkpointing
-
-    try:
-        return dist_checkpointing.load_tensors_metadata(str(it))
-    except Exception as err:
-        raise UserError(f"{it}: cannot read the dist checkpoint metadata: {err}") from None
-
-
-def _check_checkpoint(it: Path, pairs: list[Pair], meta: dict, shapes: dict) -> None:
+def _check_checkpoint(it: Path, pairs: list[Pair], reader: CheckpointReader, shapes: dict) -> None:
     """Every pair's key must be in the checkpoint with the config's shape; extra keys are
     optimizer/trainer state and are ignored."""
-    missing = sorted({p.megatron for p in pairs} - set(meta))
+    missing = sorted({p.megatron for p in pairs} - set(reader.tensors))
     if missing:
         raise UserError(f"{it} lacks model tensors {missing}: is model_config.json from this checkpoint?")
     for p in pairs:
         want = shapes[(p.megatron, p.layer)]
-        glob = tuple(meta[p.megatron].global_shape)
+        glob = reader.shape(p.megatron)
         got = glob[1:] if p.layer is not None else glob
-        if tuple(got) != tuple(want):
-            raise UserError(f"{it}: tensor {p.megatron} has shape {list(got)} per layer, "
-                            f"model_config.json implies {list(want)}")
+        if tuple(got) != tuple(want) or (p.layer is not None and not 0 <= p.layer < glob[0]):
+            implied = list(want) if p.layer is None else f"{list(want)} per layer, for {p.layer + 1}+ layers"
+            raise UserError(f"{it}: tensor {p.megatron} has shape {list(glob)}, model_config.json implies {implied}")
 
 
-def _load_group(it: Path, pair: Pair, meta: dict, num_layers: int) -> torch.Tensor:
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing import ShardedTensor
+def _row_runs(pair: Pair, shape: tuple[int, ...], cfg: Qwen3Config) -> list[list[tuple[int, int]]]:
+    """For each HF tensor of a pair, the runs [r0, r1) of megatron rows (axis 0 of one layer's tensor)
+    that it is made of, in order. Every transform only selects and reorders rows, so running the
+    mapping's own megatron_to_hf on the row indices gives them."""
+    rows = torch.arange(shape[0]).reshape(shape[0], *([1] * (len(shape) - 1)))
+    runs = []
+    for t in megatron_to_hf(pair.transform, rows, cfg):
+        idx = t.reshape(-1).tolist()
+        out: list[tuple[int, int]] = []
+        for r in idx:
+            if out and out[-1][1] == r:
+                out[-1] = (out[-1][0], r + 1)
+            else:
+                out.append((r, r + 1))
+        runs.append(out)
+    return runs
 
-    info = meta[pair.megatron]
-    shape = tuple(info.global_shape)
-    if pair.layer is None:
-        sh = ShardedTensor.from_rank_offsets(pair.megatron, torch.empty(shape, dtype=info.dtype), replica_id=0)
-    else:
-        # The layer axis as a real axis of size 1 (not a prepended one): megatron then reads just this
-        # slice, where a prepended axis would make torch expect every layer's shard in a world of one.
-        sh = ShardedTensor.from_rank_offsets(pair.megatron, torch.empty((1, *shape[1:]), dtype=info.dtype),
-                                             (0, pair.layer, num_layers), replica_id=0)
-    loaded = dist_checkpointing.load({"t": sh}, str(it), validate_access_integrity=False)
-    return loaded["t"] if pair.layer is None else loaded["t"][0]
+
+def _byte_segments(reader: CheckpointReader, pair: Pair, shape: tuple[int, ...], cfg: Qwen3Config,
+                   target: torch.dtype) -> list | None:
+    """Per HF tensor, the file byte ranges that hold it verbatim; None when it must be loaded and
+    transformed (a dtype cast, or chunks split along columns, as row-parallel TP saves them)."""
+    if reader.dtype(pair.megatron) != target:
+        return None
+    segments = []
+    for runs in _row_runs(pair, shape, cfg):
+        segs = reader.row_segments(pair.megatron, pair.layer, runs)
+        if segs is None:
+            return None
+        segments.append(segs)
+    return segments
 
 
 def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, force: bool = False,
@@ -76,7 +86,6 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
     from tqdm import tqdm
 
     from nemo_terminal.models.tiny import generation_config, hf_weight_shapes
-    from nemo_terminal.runtime import init_distributed
 
     meg_dir, out = Path(meg_dir), Path(out)
     cfg = cio.read_model_config(meg_dir)
@@ -86,12 +95,11 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
     if out.resolve() == meg_dir.resolve():
         raise UserError(f"--out {out} is the checkpoint directory itself; choose another directory")
     prepare_output(out, force)
-    init_distributed()
-    meta = _checkpoint_tensors(it)
+    reader = CheckpointReader(it)  # reads .metadata once; no process group needed
     pairs = expand(cfg)
     hf_shapes = hf_weight_shapes(cfg)
     meg_shapes = {(p.megatron, p.layer): megatron_shape(p, [hf_shapes[h] for h in p.hf]) for p in pairs}
-    _check_checkpoint(it, pairs, meta, meg_shapes)
+    _check_checkpoint(it, pairs, reader, meg_shapes)
 
     shards = plan_shards([[(h, hf_shapes[h]) for h in p.hf] for p in pairs], target, max_shard_bytes)
     progress = tqdm(total=len(pairs), desc="export", unit="group", disable=not show_progress)
@@ -102,10 +110,15 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
             names = [n for n, _ in shard.entries]
             while queue and queue[0].hf[0] in names:
                 pair = queue.pop(0)
-                full = _load_group(it, pair, meta, cfg.num_hidden_layers)
-                for name, tensor in zip(pair.hf, megatron_to_hf(pair.transform, full, cfg)):
-                    writer.write(name, tensor.to(target))
-                del full
+                segments = _byte_segments(reader, pair, meg_shapes[(pair.megatron, pair.layer)], cfg, target)
+                if segments is not None:  # the HF tensors are byte ranges of stored chunks: copy file to file
+                    for name, segs in zip(pair.hf, segments):
+                        writer.copy_from_files(name, segs)
+                else:
+                    full = reader.read(pair.megatron, pair.layer)
+                    for name, tensor in zip(pair.hf, megatron_to_hf(pair.transform, full, cfg)):
+                        writer.write(name, tensor.to(target))
+                    del full
                 progress.update(1)
         except BaseException:
             writer.abort()

@@ -170,6 +170,30 @@ class StreamingSafetensorsWriter:
         self._f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
         self._next += 1
 
+    def copy_from_files(self, name: str, segments: Sequence[tuple[Path, int, int]]) -> None:
+        """Write the next tensor as the concatenation of (file, byte offset, byte count) segments
+        of other files, copied by the kernel (sendfile) without passing through this process."""
+        import os
+
+        want_name, want_shape = self._expected[self._next]
+        nbytes = torch.empty((), dtype=self._dtype).element_size() * _numel(want_shape)
+        assert name == want_name and sum(n for _, _, n in segments) == nbytes, (name, want_name, nbytes)
+        self._f.flush()
+        out_fd = self._f.fileno()
+        for path, offset, count in segments:
+            with open(path, "rb") as src:
+                in_fd = src.fileno()
+                while count:
+                    try:
+                        sent = os.sendfile(out_fd, in_fd, offset, count)
+                    except OSError:
+                        sent = os.write(out_fd, os.pread(in_fd, min(count, 1 << 26), offset))
+                    if sent <= 0:
+                        raise UserError(f"{path}: file ended {count} bytes early, at byte {offset} (truncated?)")
+                    offset += sent
+                    count -= sent
+        self._next += 1
+
     def close(self) -> None:
         assert self._next == len(self._expected), f"{self.path}: wrote {self._next} of {len(self._expected)} tensors"
         self._f.close()

@@ -150,6 +150,9 @@ class Trainer:
         for key, value in yarn_config_overrides(self.model_cfg).items():
             setattr(tcfg, key, value)
         tcfg.finalize_model_grads_func = finalize_model_grads
+        # Batched p2p posts a send and a recv to the same peer at once (pp=2, interleaved);
+        # gloo may match them crosswise, swapping activations and gradients. NCCL does not.
+        tcfg.batch_p2p_comm = on_gpu()
         return tcfg
 
     def _build_model(self) -> list:

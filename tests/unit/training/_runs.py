@@ -32,9 +32,9 @@ def train_history(overrides: list[str], with_params: bool = False) -> dict:
     trainer = Trainer(load_config(RECIPE, overrides)).setup()
     history = trainer.train()
     out: dict = {"history": [{k: r[k] for k in ("loss", "grad_norm", "loss_tokens", "lr", "skipped")} for r in history]}
-    if with_params:
-        out["params"] = {
-            name: p.detach().clone() for chunk in trainer.model for name, p in chunk.module.named_parameters()
+    if with_params:  # gradients of the last step, still in megatron's grad buffers (fp32, DP-reduced)
+        out["grads"] = {
+            name: p.main_grad.detach().clone() for chunk in trainer.model for name, p in chunk.module.named_parameters()
         }
     return out
 

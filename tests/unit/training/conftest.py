@@ -61,6 +61,12 @@ def train_inputs(tmp_path_factory) -> dict[str, Path]:
     jsonl = root / "trajectories.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in short_records(48, seed=3)))
     paths = {"hf": hf, "megatron": meg}
+    # 4 layers, for pipeline stages with 2 virtual chunks each (pp=2 x vpp=2)
+    hf4, meg4 = root / "hf4", root / "megatron4"
+    nt("tiny-model", "--out", str(hf4), "--num-layers", "4", "--hidden-size", "64", "--num-heads", "4",
+       "--num-kv-heads", "2", "--head-dim", "16", "--ffn-size", "128", "--no-tie-embeddings", "--seed", "1")
+    nt("import", "--hf-dir", str(hf4), "--out", str(meg4), "--dtype", "fp32")
+    paths["megatron4"] = meg4
     for name, extra in (("data", []), ("data_cp2", ["--cp-size", "2"])):
         out = root / name
         nt("prepare", "--input", str(jsonl), "--tokenizer", str(hf), "--out", str(out),
