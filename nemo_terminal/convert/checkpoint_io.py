@@ -58,13 +58,9 @@ def resolve_checkpoint(meg_dir: str | Path) -> Path:
 
 
 def read_model_config(meg_dir: str | Path) -> Qwen3Config:
-    file = Path(meg_dir) / MODEL_CONFIG
-    if not file.is_file():
-        raise UserError(f"{file} is missing: {meg_dir} is not a nemo_terminal Megatron checkpoint directory")
-    try:
-        return Qwen3Config.from_hf_dict(json.loads(file.read_text()), source=str(file))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{file} is not valid JSON: {err}") from None
+    return Qwen3Config.from_json_file(
+        Path(meg_dir) / MODEL_CONFIG, f": {meg_dir} is not a nemo_terminal Megatron checkpoint directory"
+    )
 
 
 def write_model_config(meg_dir: str | Path, cfg: Qwen3Config) -> None:

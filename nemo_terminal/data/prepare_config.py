@@ -147,23 +147,6 @@ class PrepareConfig:
 def load_prepare_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
                         **explicit: Any) -> PrepareConfig:
     """Defaults < YAML file < `key=value` overrides < explicit (non-None) keyword values."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from nemo_terminal.configuration import load_structured
 
-    try:
-        merged = OmegaConf.structured(PrepareConfig)
-        if path:
-            if not Path(path).is_file():
-                raise UserError(f"--config {path}: no such file")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise UserError(f"overrides must be key=value, got {bad}")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        given = {k: v for k, v in explicit.items() if v is not None}
-        if given:
-            merged = OmegaConf.merge(merged, OmegaConf.create(given))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise UserError(f"prepare config: {err}".replace("\n", "; ")) from None
+    return load_structured(PrepareConfig, path, overrides, explicit)

@@ -76,14 +76,19 @@ class Qwen3Config:
         return cls(**kwargs)
 
     @classmethod
-    def from_hf_dir(cls, path: str | Path) -> "Qwen3Config":
-        file = Path(path) / "config.json"
+    def from_json_file(cls, file: str | Path, missing_hint: str = "") -> "Qwen3Config":
+        """config.json (HF) or model_config.json (our checkpoints): both hold the HF form."""
+        file = Path(file)
         if not file.is_file():
-            raise UserError(f"{file} does not exist: is {path} a Hugging Face model directory?")
+            raise UserError(f"{file} does not exist{missing_hint}")
         try:
             return cls.from_hf_dict(json.loads(file.read_text()), source=str(file))
         except json.JSONDecodeError as err:
             raise UserError(f"{file} is not valid JSON: {err}") from None
+
+    @classmethod
+    def from_hf_dir(cls, path: str | Path) -> "Qwen3Config":
+        return cls.from_json_file(Path(path) / "config.json", f": is {path} a Hugging Face model directory?")
 
     def to_hf_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)

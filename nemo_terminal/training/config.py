@@ -7,14 +7,13 @@ wrong type fails before any process group or model exists.
 
 
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from nemo_terminal.configuration import load_structured
 from nemo_terminal.data.config import DataConfig
 from nemo_terminal.errors import UserError
 from nemo_terminal.runtime.parallel import ParallelConfig
@@ -143,22 +142,7 @@ class Config:
 
 def load_config(path: "Optional[str | Path]" = None, overrides: Optional[list[str]] = None) -> Config:
     """YAML recipe + `key=value` overrides -> validated Config."""
-    try:
-        merged = OmegaConf.structured(Config)
-        if path is not None:
-            if not Path(path).is_file():
-                raise UserError(f"config file {path} does not exist")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        if overrides:
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise UserError(f"overrides must look like key=value, got {bad}")
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        raise UserError(f"config error at {key!r}: {str(err).splitlines()[0]}") from None
-    assert isinstance(cfg, Config)
+    cfg = load_structured(Config, path, overrides)
     if bool(cfg.model.megatron_dir) == bool(cfg.model.hf_dir):
         raise UserError("set exactly one of model.megatron_dir (from `nemo-terminal import`) or model.hf_dir")
     return cfg
@@ -168,6 +152,3 @@ def to_yaml(cfg: Config) -> str:
     """The resolved config as saved next to checkpoints."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
-
-def as_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)

@@ -150,7 +150,7 @@ def test_config_file_overrides_and_flags_merge_in_order(tmp_path):
         (2048, "strip_history", False, 9, 1)
     with pytest.raises(UserError, match="thinking must be one of"):
         load_prepare_config(None, ["thinking=sometimes"])
-    with pytest.raises(UserError, match="prepare config"):
+    with pytest.raises(UserError, match="no_such_key"):
         load_prepare_config(None, ["no_such_key=1"])
 
 
