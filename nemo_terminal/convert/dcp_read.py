@@ -10,6 +10,8 @@ Memory: `torch.load` reads a chunk's bytes straight into the tensor's storage (t
 `readinto` on a view of the file). When one stored chunk is exactly the region asked for (the
 usual case for checkpoints written by import), that tensor is returned as is; otherwise the
 region is preallocated and each overlapping chunk is copied into it and dropped.
+`row_segments` instead says where rows of a region lie as raw bytes in the files, so export
+can copy them file to file without loading them at all.
 """
 
 from __future__ import annotations
