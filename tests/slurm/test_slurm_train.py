@@ -205,7 +205,7 @@ def test_time_limit_signal_requeues_and_resumes(cluster, inputs, tmp_path):
     while not (run_dir / "latest").is_file():
         assert time.time() < deadline and not _finished(cluster.job(job_id)), log.read_text()[-4000:]
         time.sleep(1)
-    # What --signal=B:USR1@120 does near the time limit, sent now.
+    # What --signal=B:USR1@600 does near the time limit, sent now.
     cluster.run(["scancel", "--batch", "--signal=USR1", job_id])
     cluster.wait(job_id, lambda i: i.get("Restarts") == "1" and i.get("JobState") == "PENDING", timeout=120)
     cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])  # skip Slurm's requeue delay
