@@ -72,6 +72,9 @@ class TrainConfig:
     """bf16 (bf16 weights, fp32 master weights and grads reduction) | fp32 (CPU tests)."""
     recompute: str = "none"
     """none | selective (attention core) | full (every layer's activations) — trades compute for memory."""
+    eval_interval: int = 0
+    """Validation loss (data.val_fraction / data.val_path) every N steps and after the last; 0 = only
+    after the last step, when a validation set exists."""
     max_consecutive_skips: int = 5
     """Steps with NaN/Inf loss or grad norm are skipped; this many in a row stops the run."""
 
@@ -86,6 +89,8 @@ class TrainConfig:
             raise UserError("set train.max_steps or a positive train.epochs")
         if not 0 <= self.warmup_fraction < 1:
             raise UserError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.eval_interval < 0:
+            raise UserError(f"train.eval_interval must be >= 0, got {self.eval_interval}")
         if self.min_lr > self.lr:
             raise UserError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
 

@@ -75,6 +75,8 @@ class MetricsLogger:
         eta = elapsed / max(done, 1) * (self.total - r["step"])
         mfu = f" mfu {r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else ""
         skipped = " SKIPPED" if r["skipped"] else ""
+        if r.get("val_loss") is not None:
+            skipped += f" val_loss {r['val_loss']:.5f}"
         return (
             f"step {r['step']}/{self.total} loss {r['loss']:.5f} lr {r['lr']:.3e} "
             f"grad_norm {r['grad_norm']:.4f} tokens/s {r['tokens_per_s']:.0f}{mfu}{skipped} "

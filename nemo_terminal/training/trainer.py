@@ -296,6 +296,30 @@ class Trainer:
             self.scheduler.step(increment=1)
         return dict(loss=loss_sum / max(loss_tokens, 1), loss_tokens=int(loss_tokens), grad_norm=grad_norm, skipped=skipped)
 
+    def evaluate(self) -> Optional[float]:
+        """Token-mean loss over the validation bins (all DP×CP ranks), or None without a validation set."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        batches = [_to_device(b) for b in self.data.val_dataloader()]
+        if not batches:
+            return None
+        for chunk in self.model:
+            chunk.eval()
+        reports = []
+        with torch.no_grad():
+            for start in range(0, len(batches), self.num_micro):
+                group = batches[start:start + self.num_micro]
+                iterators: Any = [iter(group) for _ in self.model] if len(self.model) > 1 else iter(group)
+                reports += get_forward_backward_func()(
+                    forward_step_func=_forward_step, data_iterator=iterators, model=self.model,
+                    num_microbatches=len(group), seq_length=int(group[0]["tokens"].shape[1]) * self.cfg.parallel.cp,
+                    micro_batch_size=1, forward_only=True,
+                )
+        for chunk in self.model:
+            chunk.train()
+        loss_sum, loss_tokens = _global_loss(reports)
+        return loss_sum / max(loss_tokens, 1)
+
     def train(self) -> list[dict[str, Any]]:
         cfg = self.cfg
         metrics = MetricsLogger(cfg, self.total_steps, self.step, enabled=is_rank0())
@@ -319,6 +343,9 @@ class Trainer:
             )
             self._count_skip(out["skipped"])
             record["skipped"] = bool(out["skipped"])
+            every = cfg.train.eval_interval
+            if (every and self.step % every == 0) or self.step == self.total_steps:
+                record["val_loss"] = self.evaluate()
             metrics.log_step(record)
             history.append(record)
             interval = cfg.checkpoint.save_interval

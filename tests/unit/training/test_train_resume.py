@@ -18,12 +18,13 @@ def _train_cmd(overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "nemo_terminal", "train", "--config", str(repo / "configs" / "tiny_cpu.yaml"), *overrides]
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
+def _losses(run_dir: Path, key: str = "loss") -> dict[int, float]:
     """step -> loss; a step logged twice (re-run after a kill) keeps its last record."""
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        out[rec["step"]] = rec["loss"]
+        if key in rec:
+            out[rec["step"]] = rec[key]
     return out
 
 
@@ -44,7 +45,8 @@ def _run_until(cmd: list[str], predicate, timeout: float = 240) -> bool:
 
 
 def test_resume_is_bit_exact(train_inputs, tmp_path):
-    common = dict(**{"train.max_steps": 6, "checkpoint.save_interval": 3, "checkpoint.resume": "auto"})
+    common = dict(**{"train.max_steps": 6, "checkpoint.save_interval": 3, "checkpoint.resume": "auto",
+                     "train.eval_interval": 3, "data.val_fraction": 0.2})
     straight = tmp_path / "straight"
     subprocess.run(_train_cmd(base_overrides(train_inputs, straight, **common)), check=True, capture_output=True)
 
@@ -58,6 +60,9 @@ def test_resume_is_bit_exact(train_inputs, tmp_path):
     a, b = _losses(straight), _losses(resumed)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
     assert a == b  # bit for bit: the same floats, not merely close
+    val_a, val_b = _losses(straight, "val_loss"), _losses(resumed, "val_loss")
+    assert sorted(val_a) == [3, 6] and val_a == val_b
+    assert val_a[6] < val_a[3]  # held-out bins: the model generalizes a little
 
 
 def test_kill_during_save_keeps_latest_complete(train_inputs, tmp_path):
