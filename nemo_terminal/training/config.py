@@ -117,7 +117,8 @@ class CheckpointConfig:
     fully_reshardable: bool = False
     """Save optimizer state so that a resume may change TP/PP (gathers it on DP rank 0 at save:
     slower and memory-hungry at scale). Off: resume keeps TP/PP but may change DP. Model weights
-    load at any TP/PP either way (model.megatron_dir=<a run_dir> starts a new run from them)."""
+    load at any TP/PP either way (model.megatron_dir=<a run_dir> starts a new run from them).
+    Needs TE's or apex's fused Adam (megatron-core 0.16 cannot load it into torch.optim.AdamW)."""
 
     def __post_init__(self) -> None:
         if self.save_interval < 0 or self.keep_last < 1:

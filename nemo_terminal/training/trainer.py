@@ -66,6 +66,12 @@ class Trainer:
         self.tcfg = self._transformer_config()
         self.model = self._build_model()
         self.optimizer = self._build_optimizer()
+        if cfg.checkpoint.fully_reshardable and _uses_torch_adam(self.optimizer):
+            raise UserError(
+                "checkpoint.fully_reshardable needs Transformer Engine's or apex's fused Adam: megatron-core "
+                "cannot load that format into torch.optim.AdamW (its fallback without them). Set it to false; "
+                "to change TP/PP, start a new run from this one's weights with model.megatron_dir=<run_dir>"
+            )
         self.scheduler = self._build_scheduler()
         resume = self._resume_path()
         if resume is not None:
@@ -404,6 +410,11 @@ class _PreemptionFlag:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _uses_torch_adam(optimizer) -> bool:
+    return any(isinstance(getattr(o, "optimizer", None), (torch.optim.Adam, torch.optim.AdamW))
+               for o in getattr(optimizer, "chained_optimizers", [optimizer]))
 
 
 def _init_torch_adam_state(optimizer, updates: int = 0, overwrite_step: bool = False) -> None:

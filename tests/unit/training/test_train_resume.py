@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,18 @@ def test_resume_is_bit_exact(train_inputs, tmp_path):
     val_a, val_b = _losses(straight, "val_loss"), _losses(resumed, "val_loss")
     assert sorted(val_a) == [3, 6] and val_a == val_b
     assert val_a[6] < val_a[3]  # held-out bins: the model generalizes a little
+
+    # The step-3 checkpoint of the one-process run resumes at dp=2 (2 processes) onto the same curve.
+    wider = tmp_path / "wider"
+    shutil.copytree(straight, wider, ignore=shutil.ignore_patterns("iter_0000006", "metrics.jsonl"))
+    (wider / "latest").write_text("iter_0000003\n")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = _train_cmd(base_overrides(train_inputs, wider, **common))
+    subprocess.run(torchrun + cmd[1:], check=True, capture_output=True)
+    c = _losses(wider)
+    assert sorted(c) == [4, 5, 6]
+    for step in c:
+        assert abs(c[step] - a[step]) <= 1e-5 * a[step], (step, c[step], a[step])
 
 
 def test_kill_during_save_keeps_latest_complete(train_inputs, tmp_path):
