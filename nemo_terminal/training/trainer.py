@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -30,6 +28,8 @@ from nemo_terminal.training import checkpoint
 from nemo_terminal.training.config import Config, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
 from nemo_terminal.training.metrics import MetricsLogger, flops_per_step, peak_flops
+from nemo_terminal.training.optimizer import build_optimizer, build_scheduler, init_torch_adam_state, uses_torch_adam
+from nemo_terminal.training.preemption import PreemptionFlag
 
 log = logging.getLogger("nemo_terminal.train")
 
@@ -65,14 +65,14 @@ class Trainer:
         self.total_steps = self._total_steps()
         self.tcfg = self._transformer_config()
         self.model = self._build_model()
-        self.optimizer = self._build_optimizer()
-        if cfg.checkpoint.fully_reshardable and _uses_torch_adam(self.optimizer):
+        self.optimizer = build_optimizer(cfg.train, self.tcfg, self.model)
+        if cfg.checkpoint.fully_reshardable and uses_torch_adam(self.optimizer):
             raise UserError(
                 "checkpoint.fully_reshardable needs Transformer Engine's or apex's fused Adam: megatron-core "
                 "cannot load that format into torch.optim.AdamW (its fallback without them). Set it to false; "
                 "to change TP/PP, start a new run from this one's weights with model.megatron_dir=<run_dir>"
             )
-        self.scheduler = self._build_scheduler()
+        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_steps)
         resume = self._resume_path()
         if resume is not None:
             self._load(resume, full=True)
@@ -196,28 +196,6 @@ class Trainer:
             self.tcfg.no_sync_func = wrapped[0].no_sync
         return wrapped
 
-    def _build_optimizer(self):
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-
-        t = self.cfg.train
-        opt_cfg = OptimizerConfig(
-            optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
-            adam_beta1=t.adam_beta1, adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, clip_grad=t.clip_grad,
-            bf16=t.precision == "bf16", params_dtype=self.tcfg.params_dtype, use_distributed_optimizer=True,
-        )
-        return get_megatron_optimizer(opt_cfg, self.model)
-
-    def _build_scheduler(self):
-        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-
-        t = self.cfg.train
-        warmup = int(round(t.warmup_fraction * self.total_steps))
-        return OptimizerParamScheduler(
-            self.optimizer, init_lr=0.0, max_lr=t.lr, min_lr=t.min_lr, lr_warmup_steps=warmup,
-            lr_decay_steps=self.total_steps, lr_decay_style="cosine", start_wd=t.weight_decay,
-            end_wd=t.weight_decay, wd_incr_steps=self.total_steps, wd_incr_style="constant",
-        )
-
     # -- checkpoints ----------------------------------------------------------------------
     def _model_state(self) -> dict[str, Any]:
         if len(self.model) == 1:  # keys of the unwrapped GPTModel: the same at any TP/PP (see convert)
@@ -240,7 +218,7 @@ class Trainer:
     def _load(self, path: Path, full: bool) -> None:
         state = self._model_state()
         if full:
-            _init_torch_adam_state(self.optimizer)
+            init_torch_adam_state(self.optimizer)
             state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True, metadata=self._optim_meta())
         loaded = checkpoint.load(checkpoint.drop_absent_extra_state(state, path), path)
         for i, chunk in enumerate(self.model):
@@ -255,7 +233,7 @@ class Trainer:
             self.data.load_state_dict(loaded["data"])
             self.step = int(loaded["iteration"])
             self.skipped_total = int(loaded.get("skipped_total", 0))
-            _init_torch_adam_state(self.optimizer, updates=self.step - self.skipped_total, overwrite_step=True)
+            init_torch_adam_state(self.optimizer, updates=self.step - self.skipped_total, overwrite_step=True)
             log.info("resumed from %s at step %d", path, self.step)
         else:
             self.optimizer.reload_model_params()  # copy loaded weights into fp32 master params
@@ -334,7 +312,7 @@ class Trainer:
         history = []
         log.info("training %d steps (%d micro-batches/step/rank, dp=%d) from step %d",
                  self.total_steps, self.num_micro, self.dp, self.step)
-        preempt = _PreemptionFlag()
+        preempt = PreemptionFlag()
         while self.step < self.total_steps:
             t0 = time.perf_counter()
             micro = [next(it) for _ in range(self.num_micro)]
@@ -379,66 +357,6 @@ class Trainer:
                 f"{self.consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
                 f"(train.max_consecutive_skips); lower train.lr or check the data"
             )
-
-
-class _PreemptionFlag:
-    """SIGTERM/SIGUSR1 (Slurm preemption, scancel, time limit) -> save after this step, then stop.
-
-    The handler only sets a flag; ranks agree on it with one all-reduce per
-    step, so every rank saves the same step even if only some got the signal.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.name: Optional[str] = None
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.name = signal.Signals(signum).name
-
-    def agreed(self) -> bool:
-        flag = torch.tensor([1.0 if self.name else 0.0], device="cuda" if on_gpu() else "cpu")
-        dist.all_reduce(flag)
-        if flag.item() > 0 and not self.name:
-            self.name = "a signal to another rank"
-        return flag.item() > 0
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _uses_torch_adam(optimizer) -> bool:
-    return any(isinstance(getattr(o, "optimizer", None), (torch.optim.Adam, torch.optim.AdamW))
-               for o in getattr(optimizer, "chained_optimizers", [optimizer]))
-
-
-def _init_torch_adam_state(optimizer, updates: int = 0, overwrite_step: bool = False) -> None:
-    """Keep torch.optim.AdamW's per-parameter 'step' right across a checkpoint load.
-
-    Without TE/apex, megatron-core (0.16) falls back to torch.optim.AdamW. Its
-    distributed-optimizer checkpoint code then (a) fails to build a load
-    template because the state lacks 'step', and (b) restores exp_avg and
-    exp_avg_sq but leaves 'step' at 0, which changes Adam's bias correction
-    after a resume. Before the load we add placeholders; after it we set 'step'
-    to the number of optimizer updates actually taken. TE/apex optimizers keep
-    their step in the param groups and are untouched.
-    """
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if not isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
-            continue
-        for group in inner.param_groups:
-            for p in group["params"]:
-                st = inner.state[p]
-                st.setdefault("exp_avg", torch.zeros_like(p.data))
-                st.setdefault("exp_avg_sq", torch.zeros_like(p.data))
-                if overwrite_step or "step" not in st:
-                    st["step"] = torch.tensor(float(updates))
 
 
 def _forward_step(data_iterator: Iterator, model):
