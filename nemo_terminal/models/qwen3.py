@@ -170,7 +170,11 @@ def to_transformer_config(
     elif recompute != "none":
         raise UserError(f"train.recompute must be none|selective|full, got {recompute!r}")
     kwargs.update(overrides)
-    return TransformerConfig(**kwargs)
+    tcfg = TransformerConfig(**kwargs)
+    # GPTModel reads YaRN settings off the config; TransformerConfig has no such fields, so attach them.
+    for key, value in _yarn_fields(cfg).items():
+        setattr(tcfg, key, value)
+    return tcfg
 
 
 def rope_kwargs(cfg: Qwen3Config) -> dict[str, Any]:
@@ -184,7 +188,12 @@ def rope_kwargs(cfg: Qwen3Config) -> dict[str, Any]:
     raise UserError(f"rope_scaling type {kind!r} is not supported (use yarn or none)")
 
 
-def yarn_config_overrides(cfg: Qwen3Config) -> dict[str, Any]:
+def _yarn_fields(cfg: Qwen3Config) -> dict[str, Any]:
+    """HF's YaRN (transformers `_compute_yarn_parameters`) in megatron-core's terms.
+
+    mscale=1, mscale_all_dim=0 give megatron's attention factor 0.1·ln(factor)+1, HF's default;
+    rounding the correction range to integers matches HF's `truncate=True` default.
+    """
     scaling = cfg.rope_scaling or {}
     if (scaling.get("rope_type") or scaling.get("type")) != "yarn":
         return {}
@@ -195,4 +204,5 @@ def yarn_config_overrides(cfg: Qwen3Config) -> dict[str, Any]:
         yarn_beta_slow=float(scaling.get("beta_slow", 1.0)),
         yarn_mscale=1.0,
         yarn_mscale_all_dim=0.0,
+        yarn_correction_range_round_to_int=bool(scaling.get("truncate", True)),
     )

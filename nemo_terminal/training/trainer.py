@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from nemo_terminal.convert import checkpoint_io as cio
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config, yarn_config_overrides
+from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0, on_gpu
 from nemo_terminal.training import checkpoint
 from nemo_terminal.training.config import Config, to_yaml
@@ -153,8 +153,6 @@ class Trainer:
             self.model_cfg, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, sequence_parallel=p.sequence_parallel,
             precision=t.precision, recompute=t.recompute,
         )
-        for key, value in yarn_config_overrides(self.model_cfg).items():
-            setattr(tcfg, key, value)
         tcfg.finalize_model_grads_func = finalize_model_grads
         # Batched p2p posts a send and a recv to the same peer at once (pp=2, interleaved);
         # gloo may match them crosswise, swapping activations and gradients. NCCL does not.
