@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nemo_terminal.training.config import TrainConfig
@@ -29,6 +31,30 @@ def build_scheduler(optimizer, train: TrainConfig, total_steps: int):
         lr_decay_steps=total_steps, lr_decay_style="cosine", start_wd=train.weight_decay,
         end_wd=train.weight_decay, wd_incr_steps=total_steps, wd_incr_style="constant",
     )
+
+
+def step_if_finite(optimizer, clip_grad: float) -> float:
+    """megatron-core's optimizer step, skipped when the global gradient norm is NaN/Inf.
+
+    `optimizer.step()` would clip with a NaN norm (a no-op) and apply the NaN update; this does
+    its steps in the same order (main grads, one global norm, clip by that norm, update) but
+    checks the norm first, computing it once. Returns the norm.
+    """
+    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+
+    optimizer.prepare_grads()
+    norm = float(optimizer.get_grad_norm())
+    if not math.isfinite(norm):
+        return norm
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        params = opt.get_parameters()
+        if clip_grad > 0 and params and not getattr(opt, "is_stub_optimizer", False):
+            clip_grad_by_total_norm_fp32(
+                params, max_norm=clip_grad, total_norm=norm,
+                use_decoupled_grad=opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8,
+            )
+    optimizer.step_with_ready_grads()
+    return norm
 
 
 def uses_torch_adam(optimizer) -> bool:

@@ -28,7 +28,9 @@ from nemo_terminal.training import checkpoint
 from nemo_terminal.training.config import Config, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
 from nemo_terminal.training.metrics import MetricsLogger, flops_per_step, peak_flops
-from nemo_terminal.training.optimizer import build_optimizer, build_scheduler, init_torch_adam_state, uses_torch_adam
+from nemo_terminal.training.optimizer import (
+    build_optimizer, build_scheduler, init_torch_adam_state, step_if_finite, uses_torch_adam,
+)
 from nemo_terminal.training.preemption import PreemptionFlag
 
 log = logging.getLogger("nemo_terminal.train")
@@ -270,11 +272,9 @@ class Trainer:
         skipped = not math.isfinite(loss_sum)
         grad_norm = float("nan")
         if not skipped:
-            self.optimizer.prepare_grads()
-            grad_norm = float(self.optimizer.get_grad_norm())
+            grad_norm = step_if_finite(self.optimizer, self.cfg.train.clip_grad)
             skipped = not math.isfinite(grad_norm)
         if not skipped:
-            self.optimizer.step()  # re-copies grads (idempotent), clips to clip_grad, updates
             self.scheduler.step(increment=1)
         return dict(loss=loss_sum / max(loss_tokens, 1), loss_tokens=int(loss_tokens), grad_norm=grad_norm, skipped=skipped)
 
