@@ -68,9 +68,9 @@ def _quiet_dependencies() -> None:
     """Our INFO lines stay readable: megatron's config dumps and CPU-only warnings are muted."""
     import warnings
 
-    import os
+    from nemo_terminal.runtime.launch import launch_rank
 
-    rank0 = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
+    rank0 = launch_rank() == 0
     logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("megatron", "torch.distributed", "transformers", "datasets"):

@@ -9,17 +9,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
-import socket
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Callable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, kwargs: dict, out: str) -> None:
@@ -50,7 +43,9 @@ def run_distributed(fn: Callable, world_size: int = 2, timeout: float = 300, **k
     Raises RuntimeError carrying the first failing rank's traceback.
     """
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    from nemo_terminal.runtime.distributed import free_port
+
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         outs = [str(Path(tmp) / f"rank{r}.pkl") for r in range(world_size)]
         procs = [

@@ -49,7 +49,6 @@ def write_synthetic(root: Path, layers: int) -> list[Path]:
     from safetensors.torch import save_file
 
     from nemo_terminal.models.qwen3 import Qwen3Config
-    from nemo_terminal.models.tiny import hf_weight_shapes
     from nemo_terminal.models.tokenizer import write_qwen3_tokenizer
 
     s = SHAPES_8B
@@ -57,7 +56,7 @@ def write_synthetic(root: Path, layers: int) -> list[Path]:
                       num_key_value_heads=s["kv"], head_dim=s["head_dim"], intermediate_size=s["ffn"],
                       vocab_size=s["vocab"], tie_word_embeddings=False, torch_dtype="bfloat16")
     root.mkdir(parents=True, exist_ok=True)
-    shapes = hf_weight_shapes(cfg)
+    shapes = cfg.hf_weight_shapes()
     groups: list[list[str]] = [["model.embed_tokens.weight"]]
     for i in range(0, layers, 2):
         groups.append([k for k in shapes if any(k.startswith(f"model.layers.{j}.") for j in (i, i + 1))])

@@ -85,7 +85,7 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
     """Write an HF Qwen3 directory from the checkpoint `latest` points to; return `out`."""
     from tqdm import tqdm
 
-    from nemo_terminal.models.tiny import generation_config, hf_weight_shapes
+    from nemo_terminal.models.tiny import generation_config
 
     meg_dir, out = Path(meg_dir), Path(out)
     cfg = cio.read_model_config(meg_dir)
@@ -97,7 +97,7 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
     prepare_output(out, force)
     reader = CheckpointReader(it)  # reads .metadata once; no process group needed
     pairs = expand(cfg)
-    hf_shapes = hf_weight_shapes(cfg)
+    hf_shapes = cfg.hf_weight_shapes()
     meg_shapes = {(p.megatron, p.layer): megatron_shape(p, [hf_shapes[h] for h in p.hf]) for p in pairs}
     _check_checkpoint(it, pairs, reader, meg_shapes)
 

@@ -97,11 +97,10 @@ def prepare_output(out: Path, force: bool, flag: str = "--out") -> None:
 
 def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
     """Coverage and shape checks before anything is written."""
-    from nemo_terminal.models.tiny import hf_weight_shapes
 
     pairs = expand(cfg)
     check_coverage(pairs, list(hf.files), meg_keys, hf_source=str(hf_dir), megatron_source="the Qwen3 GPTModel")
-    hf.check_shapes(hf_weight_shapes(cfg))
+    hf.check_shapes(cfg.hf_weight_shapes())
     return pairs
 
 

@@ -7,7 +7,6 @@ flight plus one packing window; only the dedup set (8 bytes of hash per kept rec
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -26,6 +25,7 @@ from nemo_terminal.data.readers import InputFile, file_sha256, iter_rows, resolv
 from nemo_terminal.data.report import Accounting
 from nemo_terminal.data.validate import VALIDATION_REASONS
 from nemo_terminal.errors import UserError
+from nemo_terminal.models.tokenizer import tokenizer_hash
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +97,10 @@ def _remove_stale_temp_dirs(out_dir: Path) -> None:
             pass
 
 
-@functools.lru_cache(maxsize=8)
-def _tokenizer_hash(path: str, mtimes: tuple) -> str:
-    """tokenizer_hash parses the whole tokenizer.json (~1.5 s); cache it per file version."""
-    from nemo_terminal.models.tokenizer import tokenizer_hash
-
-    return tokenizer_hash(path)
-
-
 def _manifest(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig) -> dict[str, Any]:
-    mtimes = tuple((Path(tokenizer_dir) / f).stat().st_mtime_ns for f in ("tokenizer.json", "tokenizer_config.json"))
     decon = cfg.filters.decontaminate_file
     return {
-        "tokenizer_hash": _tokenizer_hash(str(Path(tokenizer_dir).resolve()), mtimes), "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
+        "tokenizer_hash": tokenizer_hash(tokenizer_dir), "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
         "seq_length": cfg.seq_length, "pad_multiple": cfg.pad_multiple(), "cp_size": cfg.cp_size,
         "tp_size": cfg.tp_size, "sequence_parallel": cfg.sequence_parallel, "seed": cfg.seed,
         "config": cfg.to_dict(), "prepare_version": PREPARE_VERSION,

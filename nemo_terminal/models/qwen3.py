@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -105,11 +106,33 @@ class Qwen3Config:
             out.pop("rope_scaling", None)
         return out
 
+    def hf_weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor of a Qwen3 HF checkpoint with its shape, in a fixed order."""
+        h, d, f = self.hidden_size, self.head_dim, self.intermediate_size
+        q, kv = self.num_attention_heads * d, self.num_key_value_heads * d
+        shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (self.vocab_size, h)}
+        for i in range(self.num_hidden_layers):
+            p = f"model.layers.{i}."
+            shapes.update({
+                p + "input_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (q, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, q),
+                p + "self_attn.q_norm.weight": (d,),
+                p + "self_attn.k_norm.weight": (d,),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "mlp.gate_proj.weight": (f, h),
+                p + "mlp.up_proj.weight": (f, h),
+                p + "mlp.down_proj.weight": (h, f),
+            })
+        shapes["model.norm.weight"] = (h,)
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, h)
+        return shapes
+
     def num_params(self) -> int:
-        h, q, kv, d, f, v = (self.hidden_size, self.num_attention_heads, self.num_key_value_heads,
-                             self.head_dim, self.intermediate_size, self.vocab_size)
-        per_layer = h * d * (q + 2 * kv) + q * d * h + 3 * h * f + 2 * h + 2 * d
-        return self.num_hidden_layers * per_layer + v * h * (1 if self.tie_word_embeddings else 2) + h
+        return sum(math.prod(shape) for shape in self.hf_weight_shapes().values())
 
 
 def to_transformer_config(

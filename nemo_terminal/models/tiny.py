@@ -48,37 +48,11 @@ def tiny_config(
     )
 
 
-def hf_weight_shapes(cfg: Qwen3Config) -> dict[str, tuple[int, ...]]:
-    """Every tensor of a Qwen3 HF checkpoint with its shape, in a fixed order."""
-    h, d, f = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
-    q, kv = cfg.num_attention_heads * d, cfg.num_key_value_heads * d
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (cfg.vocab_size, h)}
-    for i in range(cfg.num_hidden_layers):
-        p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (q, h),
-            p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h),
-            p + "self_attn.o_proj.weight": (h, q),
-            p + "self_attn.q_norm.weight": (d,),
-            p + "self_attn.k_norm.weight": (d,),
-            p + "post_attention_layernorm.weight": (h,),
-            p + "mlp.gate_proj.weight": (f, h),
-            p + "mlp.up_proj.weight": (f, h),
-            p + "mlp.down_proj.weight": (h, f),
-        })
-    shapes["model.norm.weight"] = (h,)
-    if not cfg.tie_word_embeddings:
-        shapes["lm_head.weight"] = (cfg.vocab_size, h)
-    return shapes
-
-
 def random_weights(cfg: Qwen3Config, seed: int = 0) -> dict[str, torch.Tensor]:
     """Deterministic random fp32 weights: N(0, 0.02) matrices, 1 + N(0, 0.1) norms."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for name, shape in hf_weight_shapes(cfg).items():
+    for name, shape in cfg.hf_weight_shapes().items():
         if len(shape) == 1:
             out[name] = 1.0 + NORM_NOISE * torch.randn(shape, generator=gen)
         else:

@@ -268,10 +268,20 @@ def load_tokenizer(path: str | Path):
 
 def tokenizer_hash(path: str | Path) -> str:
     """sha256 of what decides token ids: tokenizer.json's model/normalizer/pre-tokenizer/added tokens
-    and the special tokens of tokenizer_config.json. Formatting and the chat template do not count."""
-    path = check_tokenizer_dir(path)
-    tok = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
-    cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    and the special tokens of tokenizer_config.json. Formatting and the chat template do not count.
+
+    Parsing tokenizer.json takes ~1.5 s, and prepare, the data module and the trainer all ask:
+    the result is cached per file version (path, size, mtime)."""
+    path = check_tokenizer_dir(path).resolve()
+    stamp = tuple((st.st_size, st.st_mtime_ns) for st in
+                  ((path / name).stat() for name in ("tokenizer.json", "tokenizer_config.json")))
+    return _tokenizer_hash(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_hash(path: str, stamp: tuple) -> str:
+    tok = json.loads((Path(path) / "tokenizer.json").read_text(encoding="utf-8"))
+    cfg = json.loads((Path(path) / "tokenizer_config.json").read_text(encoding="utf-8"))
     keys = ("model", "normalizer", "pre_tokenizer", "added_tokens")
     canon = {k: tok.get(k) for k in keys}
     canon["special"] = {k: cfg.get(k) for k in ("eos_token", "pad_token", "bos_token", "unk_token")}

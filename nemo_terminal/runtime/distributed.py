@@ -17,7 +17,8 @@ from nemo_terminal.runtime.parallel import ParallelConfig
 log = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """An unused local TCP port, for a rendezvous on this machine."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -53,7 +54,7 @@ def init_distributed(timeout_minutes: int = 30) -> tuple[int, int]:
     if "RANK" not in os.environ:  # a plain `python` process: a world of one
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     backend = "nccl" if cpu_compat.on_gpu() else "gloo"
     if cpu_compat.on_gpu():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

@@ -7,9 +7,9 @@ forward_backward_func steps with per-token loss → atomic checkpoints.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +24,7 @@ from nemo_terminal.convert import checkpoint_io as cio
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0, on_gpu
+from nemo_terminal.runtime.launch import launch_rank
 from nemo_terminal.training import checkpoint
 from nemo_terminal.training.config import Config, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
@@ -93,7 +94,7 @@ class Trainer:
         if self.cfg.model.megatron_dir:
             return Path(self.cfg.model.megatron_dir)
         out = self.run_dir / "imported"
-        if _env_rank() == 0 and not (out / cio.LATEST).is_file():
+        if launch_rank() == 0 and not (out / cio.LATEST).is_file():
             # Its own process: import builds a world of one; the other ranks wait in init_distributed.
             cmd = [sys.executable, "-m", "nemo_terminal", "import", "--hf-dir", str(self.cfg.model.hf_dir),
                    "--out", str(out), "--dtype", self.cfg.train.precision, "--force"]
@@ -282,15 +283,12 @@ class Trainer:
         """Token-mean loss over the validation bins (all DP×CP ranks), or None without a validation set."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        batches = [_to_device(b) for b in self.data.val_dataloader()]
-        if not batches:
-            return None
+        val = self.data.val_dataloader()
+        reports: list = []
         for chunk in self.model:
             chunk.eval()
-        reports = []
-        with torch.no_grad():
-            for start in range(0, len(batches), self.num_micro):
-                group = batches[start:start + self.num_micro]
+        with torch.no_grad():  # one step's worth of micro-batches on the device at a time
+            while group := [_to_device(b) for b in itertools.islice(val, self.num_micro)]:
                 iterators: Any = [iter(group) for _ in self.model] if len(self.model) > 1 else iter(group)
                 reports += get_forward_backward_func()(
                     forward_step_func=_forward_step, data_iterator=iterators, model=self.model,
@@ -300,7 +298,7 @@ class Trainer:
         for chunk in self.model:
             chunk.train()
         loss_sum, loss_tokens = _global_loss(reports)
-        return loss_sum / max(loss_tokens, 1)
+        return loss_sum / loss_tokens if loss_tokens else None
 
     def train(self) -> list[dict[str, Any]]:
         cfg = self.cfg
@@ -405,7 +403,3 @@ def _global_token_stats(micro: list[dict]) -> tuple[int, float]:
     dist.all_reduce(stats, group=ps.get_data_parallel_group(with_context_parallel=True))
     # Each DP×CP rank counted its own real tokens; CP ranks hold disjoint shares.
     return int(stats[0]), float(stats[1])
-
-
-def _env_rank() -> int:
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
