@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nemo_terminal.data.config import DataConfig
-from nemo_terminal.data.module import TerminalDataModule
+from nemo_terminal.data.loader.config import DataConfig
+from nemo_terminal.data.loader.module import TerminalDataModule
 from nemo_terminal.data.store import PackedDataset, write_random_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -56,8 +56,8 @@ def _rss_child(corpus: str, tokenizer_dir: str, out: str, workers: int, seq: int
     """Run prepare in a fresh process; return its peak RSS (MiB), self and largest child."""
     code = (
         "import json, resource, sys\n"
-        "from nemo_terminal.data.prepare import prepare_dataset\n"
-        "from nemo_terminal.data.prepare_config import PrepareConfig\n"
+        "from nemo_terminal.data.pipeline.prepare import prepare_dataset\n"
+        "from nemo_terminal.data.pipeline.config import PrepareConfig\n"
         f"rep = prepare_dataset([{corpus!r}], {tokenizer_dir!r}, {out!r}, "
         f"PrepareConfig(seq_length={seq}, workers={workers}, progress=False), force=True)\n"
         "s = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
@@ -83,10 +83,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from nemo_terminal.data.prepare import prepare_dataset
-    from nemo_terminal.data.prepare_config import PrepareConfig
-    from nemo_terminal.data.readers import InputFile, iter_rows
-    from nemo_terminal.data.synthetic import write_parquet
+    from nemo_terminal.data.pipeline.prepare import prepare_dataset
+    from nemo_terminal.data.pipeline.config import PrepareConfig
+    from nemo_terminal.data.pipeline.readers import InputFile, iter_rows
+    from nemo_terminal.data.pipeline.synthetic import write_parquet
     from nemo_terminal.models.tokenizer import write_qwen3_tokenizer
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_prepare_"))

@@ -80,7 +80,7 @@ def import_model(hf_dir: Path, out: Path, precision: str) -> None:
 
 def paper_doc_lengths(n: int, seq_length: int, seed: int) -> list[int]:
     """n document lengths with the paper's distribution, scaled to seq_length, clipped to one bin."""
-    from nemo_terminal.data.synthetic import paper_length
+    from nemo_terminal.data.pipeline.synthetic import paper_length
 
     rng = random.Random(seed)
     scale = seq_length / PAPER_SEQ
@@ -90,7 +90,7 @@ def paper_doc_lengths(n: int, seq_length: int, seed: int) -> list[int]:
 def write_dataset(out: Path, num_bins: int, seq_length: int, tokenizer_hash: str, vocab: int,
                   seed: int = 0) -> dict[str, Any]:
     """A prepared dataset of exactly `num_bins` paper-shaped bins; returns its length statistics."""
-    from nemo_terminal.data.pack import first_fit_decreasing
+    from nemo_terminal.data.pipeline.pack import first_fit_decreasing
     from nemo_terminal.data.store import PackedDatasetWriter
 
     n_docs = num_bins * 4
@@ -147,7 +147,7 @@ def _bare_loss(loss_mask, output_tensor):
 def _bare_forward(data_iterator, model):
     from functools import partial
 
-    from nemo_terminal.data.batches import packed_seq_params
+    from nemo_terminal.data.loader.batches import packed_seq_params
 
     batch = next(data_iterator)
     out = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"],

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.data.bin_view import bin_documents, render_bin
+    from nemo_terminal.data.loader.bin_view import bin_documents, render_bin
     from nemo_terminal.data.store import PackedDataset
 
     ds = PackedDataset(args.dir)

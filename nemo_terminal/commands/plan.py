@@ -1,4 +1,4 @@
-"""`nemo-terminal plan`: per-GPU memory estimate of a training config (formulas: nemo_terminal/planner.py)."""
+"""`nemo-terminal plan`: per-GPU memory estimate of a training config (formulas: nemo_terminal/training/planner.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal import planner
+    from nemo_terminal.training import planner
 
     cfg = _load(args.config, args.overrides)
     model, model_src = _model_shape(args, cfg)
@@ -98,7 +98,7 @@ def _recipe_name_match(config_path: str, pattern: str) -> Optional[str]:
 
 def _model_shape(args: argparse.Namespace, cfg):
     from nemo_terminal.models.qwen3 import Qwen3Config
-    from nemo_terminal.planner import qwen3_size
+    from nemo_terminal.training.planner import qwen3_size
 
     if args.model_size:
         return qwen3_size(args.model_size), f"Qwen3-{args.model_size.upper()} (--model-size)"

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.data.prepare import prepare_dataset
-    from nemo_terminal.data.prepare_config import load_prepare_config
+    from nemo_terminal.data.pipeline.prepare import prepare_dataset
+    from nemo_terminal.data.pipeline.config import load_prepare_config
 
     cfg = load_prepare_config(
         args.config, args.overrides, seq_length=args.seq_length, tp_size=args.tp_size, cp_size=args.cp_size,

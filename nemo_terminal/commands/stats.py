@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.data.stats import summary_text, write_histograms
+    from nemo_terminal.data.pipeline.stats import summary_text, write_histograms
     from nemo_terminal.data.store import PackedDataset
 
     ds = PackedDataset(args.dir)

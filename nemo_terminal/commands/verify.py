@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
     from megatron.core import parallel_state
 
-    from nemo_terminal.convert import checkpoint_io as cio
+    from nemo_terminal.checkpoint import directory as cio
     from nemo_terminal.convert import verify
     from nemo_terminal.runtime import destroy, init_distributed
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from nemo_terminal.convert import checkpoint_io as cio
-from nemo_terminal.convert.dcp_read import CheckpointReader
+from nemo_terminal.checkpoint import directory as cio
+from nemo_terminal.checkpoint.dcp_reader import CheckpointReader
 from nemo_terminal.convert.hf_io import (StreamingSafetensorsWriter, hf_dtype_name, parse_dtype, plan_shards,
                                          write_index)
 from nemo_terminal.convert.importer import prepare_output

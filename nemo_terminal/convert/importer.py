@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from nemo_terminal.convert import checkpoint_io as cio
+from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
 from nemo_terminal.convert.mapping import Pair, check_coverage, expand, hf_to_megatron
 from nemo_terminal.errors import UserError

@@ -73,7 +73,7 @@ def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: i
     from megatron.core import parallel_state, tensor_parallel
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from nemo_terminal.convert import checkpoint_io as cio
+    from nemo_terminal.checkpoint import directory as cio
     from nemo_terminal.runtime import ParallelConfig, init_parallel_state
 
     cfg = cio.read_model_config(meg_dir)

@@ -2,7 +2,7 @@
 key/value all-gather over the CP group.
 
 A packed micro-batch holds several documents end to end; under context parallelism every CP
-rank holds its zigzag share of each document (`nemo_terminal.data.batches.zigzag_indices`, the
+rank holds its zigzag share of each document (`nemo_terminal.runtime.context_parallel.zigzag_indices`, the
 one definition of the split). Attention is causal within a document and empty across
 documents and for padding. This module turns cu_seqlens into that rule as data, once per
 forward, so the kernels stay simple.
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nemo_terminal.data.batches import zigzag_indices
+from nemo_terminal.runtime.context_parallel import zigzag_indices
 
 
 @dataclass(frozen=True)

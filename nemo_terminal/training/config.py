@@ -14,7 +14,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from nemo_terminal.configuration import load_structured
-from nemo_terminal.data.config import DataConfig
+from nemo_terminal.data.loader.config import DataConfig
 from nemo_terminal.errors import UserError
 from nemo_terminal.runtime.parallel import ParallelConfig
 

@@ -20,12 +20,12 @@ from typing import Any, Iterator, Optional
 import torch
 import torch.distributed as dist
 
-from nemo_terminal.convert import checkpoint_io as cio
+from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0, on_gpu
 from nemo_terminal.runtime.launch import launch_rank
-from nemo_terminal.training import checkpoint
+from nemo_terminal.checkpoint import save_load as checkpoint
 from nemo_terminal.training.config import Config, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
 from nemo_terminal.training.metrics import MetricsLogger, flops_per_step, peak_flops
@@ -119,7 +119,7 @@ class Trainer:
     def _build_data(self, source: Path):
         from megatron.core import parallel_state as ps
 
-        from nemo_terminal.data.module import TerminalDataModule
+        from nemo_terminal.data.loader.module import TerminalDataModule
         from nemo_terminal.models.tokenizer import tokenizer_hash
 
         cfg = self.cfg
@@ -356,7 +356,7 @@ class Trainer:
 
 
 def _forward_step(data_iterator: Iterator, model):
-    from nemo_terminal.data.batches import packed_seq_params
+    from nemo_terminal.data.loader.batches import packed_seq_params
 
     batch = next(data_iterator)
     output = model(

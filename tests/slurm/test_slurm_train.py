@@ -155,7 +155,7 @@ def inputs(tmp_path_factory):
     work = tmp_path_factory.mktemp("inputs")
     traj = SAMPLE
     if not traj.is_file():  # until the sample ships: records in the exact Terminal-Corpus format
-        from nemo_terminal.data.synthetic import write_jsonl
+        from nemo_terminal.data.pipeline.synthetic import write_jsonl
 
         traj = write_jsonl(work / "trajectories.jsonl", 24, seed=0)
     _cli("tiny-model", "--out", str(work / "hf"), "--seed", "0")

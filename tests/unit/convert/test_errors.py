@@ -70,7 +70,7 @@ def test_export_and_verify_errors(tmp_path, capsys):
     meg.mkdir()
     err = _run(capsys, ["export", "--megatron-dir", str(meg), "--out", str(tmp_path / "o")])
     assert "model_config.json" in err
-    from nemo_terminal.convert.checkpoint_io import resolve_checkpoint  # noqa: F401
+    from nemo_terminal.checkpoint.directory import resolve_checkpoint  # noqa: F401
     from nemo_terminal.models.tiny import tiny_config
 
     cfg = tiny_config(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=32, ffn_size=128,

@@ -43,7 +43,7 @@ def parallel_job(meg: str, prompts: list, save_to: str, export_to: str):
     rank then exports that checkpoint to its own directory."""
     from megatron.core import dist_checkpointing
 
-    from nemo_terminal.convert import checkpoint_io as cio
+    from nemo_terminal.checkpoint import directory as cio
     from nemo_terminal.convert.exporter import export_hf
     from nemo_terminal.convert.verify import build_stage, megatron_logits
 

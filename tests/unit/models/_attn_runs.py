@@ -59,7 +59,7 @@ def _qwen3_config():
 
 
 def _forward(model, batch, labels: bool):
-    from nemo_terminal.data.batches import packed_seq_params
+    from nemo_terminal.data.loader.batches import packed_seq_params
 
     return model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"] if labels else None,
                  packed_seq_params=packed_seq_params(batch))
@@ -82,7 +82,7 @@ def _bshd_logit_error(hf, model, doc: torch.Tensor, cp: int) -> float:
     """Unpacked [b=1, s] input (no packed_seq_params): one causal document, zigzag-split under CP."""
     from megatron.core import parallel_state as ps
 
-    from nemo_terminal.data.batches import zigzag_indices
+    from nemo_terminal.runtime.context_parallel import zigzag_indices
 
     assert len(doc) % (2 * cp) == 0
     rows = zigzag_indices(torch.tensor([0, len(doc)]), cp, ps.get_context_parallel_rank())
@@ -95,7 +95,7 @@ def _bshd_logit_error(hf, model, doc: torch.Tensor, cp: int) -> float:
 def _global_positions(batch) -> torch.Tensor:
     from megatron.core import parallel_state as ps
 
-    from nemo_terminal.data.batches import zigzag_indices
+    from nemo_terminal.runtime.context_parallel import zigzag_indices
 
     return zigzag_indices(batch["cu_seqlens_padded"], ps.get_context_parallel_world_size(),
                           ps.get_context_parallel_rank())
@@ -138,7 +138,7 @@ def packed_cp_run() -> dict:
     """CP=1 then CP=2 on the same two packed bins: HF logit parity, rope parity, loss and grads."""
     from megatron.core import parallel_state as ps
 
-    from nemo_terminal.data.batches import build_micro_batch
+    from nemo_terminal.data.loader.batches import build_micro_batch
     from nemo_terminal.runtime import ParallelConfig, init_parallel_state
 
     hf, cfg = tiny_hf_model(seed=0), _qwen3_config()
@@ -170,7 +170,7 @@ def _pp_loss_func(mask, output):
 
 def _pp_step(seen: list, data_iterator, model):
     """forward_step_func: the batch's packed_seq_params go to every stage, first or not."""
-    from nemo_terminal.data.batches import packed_seq_params
+    from nemo_terminal.data.loader.batches import packed_seq_params
 
     batch = next(data_iterator)
     params = packed_seq_params(batch)
@@ -185,7 +185,7 @@ def _pp_once(hf, cfg, bins, pp: int) -> dict:
     from megatron.core import parallel_state as ps
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from nemo_terminal.data.batches import build_micro_batch
+    from nemo_terminal.data.loader.batches import build_micro_batch
     from nemo_terminal.runtime import ParallelConfig, init_parallel_state
 
     init_parallel_state(ParallelConfig(pp=pp), seed=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nemo_terminal.cli import main
-from nemo_terminal.planner import GIB, PlanInput, activation_bytes_per_layer, estimate, qwen3_size
+from nemo_terminal.training.planner import GIB, PlanInput, activation_bytes_per_layer, estimate, qwen3_size
 from nemo_terminal.runtime.parallel import ParallelConfig
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch.distributed as dist
 
-from nemo_terminal.convert import checkpoint_io as cio
+from nemo_terminal.checkpoint import directory as cio
 
 log = logging.getLogger(__name__)
 def latest_checkpoint(root: Path) -> Optional[Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-Turns = list[tuple[str, str]]  # (role, content), validated
+from nemo_terminal.models.chat import Turns
 
 # reason -> what it means (for docs and the report's legend)
 VALIDATION_REASONS = {

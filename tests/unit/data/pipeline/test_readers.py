@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nemo_terminal.data.readers import BadRow, InputFile, iter_rows, resolve_inputs
-from nemo_terminal.data.synthetic import iter_records, write_jsonl, write_parquet
+from nemo_terminal.data.pipeline.readers import BadRow, InputFile, iter_rows, resolve_inputs
+from nemo_terminal.data.pipeline.synthetic import iter_records, write_jsonl, write_parquet
 from nemo_terminal.errors import UserError
 
 

@@ -22,32 +22,7 @@ import numpy as np
 import torch
 
 from nemo_terminal.data.store import Bin
-
-
-def _zigzag_np(cu_padded: np.ndarray, cp_size: int, cp_rank: int) -> np.ndarray:
-    """Global positions held by `cp_rank`, in order: chunks r and 2cp−1−r of every document."""
-    starts, lens = cu_padded[:-1], np.diff(cu_padded)
-    if cp_size == 1:
-        return np.arange(int(cu_padded[-1]), dtype=np.int64)
-    assert np.all(lens % (2 * cp_size) == 0), "document padded lengths must be multiples of 2*cp"
-    chunk = lens // (2 * cp_size)  # [n]
-    first = starts + cp_rank * chunk
-    second = starts + (2 * cp_size - 1 - cp_rank) * chunk
-    seg_starts = np.stack([first, second], axis=1).reshape(-1)  # [2n], in document order
-    seg_lens = np.repeat(chunk, 2)
-    offsets = np.arange(int(seg_lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(seg_lens) - seg_lens, seg_lens)
-    return np.repeat(seg_starts, seg_lens) + offsets
-
-
-def zigzag_indices(cu_seqlens_padded: torch.Tensor | np.ndarray, cp_size: int, cp_rank: int) -> torch.Tensor:
-    """LongTensor [T]: the full-sequence positions CP rank `cp_rank` holds, in order.
-
-    The one definition of the CP split: batches, attention and tests all use it.
-    """
-    if not 0 <= cp_rank < cp_size:
-        raise ValueError(f"cp_rank={cp_rank} outside [0, {cp_size})")
-    cu = cu_seqlens_padded.cpu().numpy() if isinstance(cu_seqlens_padded, torch.Tensor) else cu_seqlens_padded
-    return torch.from_numpy(_zigzag_np(np.asarray(cu, dtype=np.int64), cp_size, cp_rank))
+from nemo_terminal.runtime.context_parallel import zigzag_positions
 
 
 def _concat_bins(bins: Sequence[Bin], seq_length: int, pad_id: int):
@@ -89,7 +64,7 @@ def build_micro_batch(bins: Sequence[Bin], seq_length: int, pad_id: int, cp_size
     loss_mask = np.where(has_target, np.roll(store_mask, -1), 0).astype(np.float32)
     is_real = offset < length
 
-    idx = _zigzag_np(cu_padded, cp_size, cp_rank)
+    idx = zigzag_positions(cu_padded, cp_size, cp_rank)
     local_mask = loss_mask[idx]
     return {
         "tokens": torch.from_numpy(tokens[idx]).unsqueeze(0),

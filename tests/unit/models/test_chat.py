@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from nemo_terminal.data.render import ChatRenderer, Document, strip_think
-from nemo_terminal.data.synthetic import make_record
+from nemo_terminal.models.chat import ChatRenderer, Document, strip_think
+from nemo_terminal.data.pipeline.synthetic import make_record
 from nemo_terminal.models.tokenizer import IM_END_ID, IM_START_ID
 
 

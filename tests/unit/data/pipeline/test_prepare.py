@@ -10,10 +10,10 @@ import signal
 import numpy as np
 import pytest
 
-from nemo_terminal.data.prepare import prepare_dataset
-from nemo_terminal.data.prepare_config import PrepareConfig, load_prepare_config
+from nemo_terminal.data.pipeline.prepare import prepare_dataset
+from nemo_terminal.data.pipeline.config import PrepareConfig, load_prepare_config
 from nemo_terminal.data.store import PackedDataset
-from nemo_terminal.data.synthetic import write_jsonl, write_parquet
+from nemo_terminal.data.pipeline.synthetic import write_jsonl, write_parquet
 from nemo_terminal.errors import UserError
 
 SEQ = 1024

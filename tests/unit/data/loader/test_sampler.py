@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nemo_terminal.data.sampler import Schedule, StagePlan, apportion, split_bins
+from nemo_terminal.data.loader.sampler import Schedule, StagePlan, apportion, split_bins
 
 
 def test_fractions_are_nested_deterministic_and_disjoint_from_validation():

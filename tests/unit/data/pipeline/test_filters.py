@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from nemo_terminal.data.filters import RecordFilter, build_benchmark_index, ngram_hashes
-from nemo_terminal.data.prepare import prepare_dataset
-from nemo_terminal.data.prepare_config import FilterConfig, PrepareConfig
-from nemo_terminal.data.synthetic import make_record
+from nemo_terminal.data.pipeline.filters import RecordFilter, build_benchmark_index, ngram_hashes
+from nemo_terminal.data.pipeline.prepare import prepare_dataset
+from nemo_terminal.data.pipeline.config import FilterConfig, PrepareConfig
+from nemo_terminal.data.pipeline.synthetic import make_record
 
 BENCH_TASK = ("Configure the nginx server so that it serves the static files in /srv/www on port 8080 and "
               "returns a custom 404 page for every missing path under the root directory")

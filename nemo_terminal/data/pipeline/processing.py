@@ -14,12 +14,12 @@ from typing import Optional
 
 import numpy as np
 
-from nemo_terminal.data.filters import RecordFilter, conversation_hash
-from nemo_terminal.data.pack import pad_document
-from nemo_terminal.data.prepare_config import PrepareConfig
-from nemo_terminal.data.readers import BadRow, Row
-from nemo_terminal.data.render import ChatRenderer, Document
-from nemo_terminal.data.validate import validate_record
+from nemo_terminal.data.pipeline.filters import RecordFilter, conversation_hash
+from nemo_terminal.data.pipeline.pack import pad_document
+from nemo_terminal.data.pipeline.config import PrepareConfig
+from nemo_terminal.data.pipeline.readers import BadRow, Row
+from nemo_terminal.models.chat import ChatRenderer, Document
+from nemo_terminal.data.pipeline.validate import validate_record
 
 
 @dataclass

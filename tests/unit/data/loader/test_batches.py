@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nemo_terminal.data.batches import build_micro_batch, packed_seq_params, zigzag_indices
+from nemo_terminal.data.loader.batches import build_micro_batch, packed_seq_params
+from nemo_terminal.runtime.context_parallel import zigzag_indices
 from nemo_terminal.data.store import Bin, PackedDataset, write_random_dataset
 
 

@@ -19,9 +19,9 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from nemo_terminal.data.batches import build_micro_batch
-from nemo_terminal.data.config import DataConfig, as_data_config
-from nemo_terminal.data.sampler import Schedule, StagePlan, apportion, split_bins
+from nemo_terminal.data.loader.batches import build_micro_batch
+from nemo_terminal.data.loader.config import DataConfig, as_data_config
+from nemo_terminal.data.loader.sampler import Schedule, StagePlan, apportion, split_bins
 from nemo_terminal.data.store import PackedDataset, dataset_fingerprint
 from nemo_terminal.errors import UserError
 from nemo_terminal.runtime import on_gpu

@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from nemo_terminal.data.prepare_config import FilterConfig
-from nemo_terminal.data.validate import Turns
+from nemo_terminal.data.pipeline.config import FilterConfig
+from nemo_terminal.data.pipeline.validate import Turns
 from nemo_terminal.errors import UserError
 
 FILTER_REASONS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nemo_terminal.data.validate import VALIDATION_REASONS, validate_record
+from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS, validate_record
 
 U, A = "user", "assistant"
 

@@ -14,7 +14,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from nemo_terminal.data.validate import Turns
+
+Turns = list[tuple[str, str]]  # (role, content), validated
 
 LENGTH_REASONS = {
     "too_long": "longer than seq_length under length_policy=drop",

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from nemo_terminal.data.batches import zigzag_indices
-from nemo_terminal.data.config import DataConfig
-from nemo_terminal.data.module import TerminalDataModule
+from nemo_terminal.runtime.context_parallel import zigzag_indices
+from nemo_terminal.data.loader.config import DataConfig
+from nemo_terminal.data.loader.module import TerminalDataModule
 from nemo_terminal.data.store import PackedDataset, write_random_dataset
 from nemo_terminal.errors import UserError
 from nemo_terminal.testing import run_distributed

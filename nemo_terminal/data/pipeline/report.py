@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from nemo_terminal.data.filters import FILTER_REASONS
-from nemo_terminal.data.render import LENGTH_REASONS
-from nemo_terminal.data.validate import VALIDATION_REASONS
+from nemo_terminal.data.pipeline.filters import FILTER_REASONS
+from nemo_terminal.models.chat import LENGTH_REASONS
+from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS
 
 ALL_REASONS = {**VALIDATION_REASONS, **FILTER_REASONS, **LENGTH_REASONS}
 

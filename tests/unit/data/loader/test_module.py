@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nemo_terminal.data.config import DataConfig
-from nemo_terminal.data.module import TerminalDataModule
+from nemo_terminal.data.loader.config import DataConfig
+from nemo_terminal.data.loader.module import TerminalDataModule
 from nemo_terminal.data.store import write_random_dataset
 from nemo_terminal.errors import UserError
 from nemo_terminal.runtime import ParallelConfig

@@ -17,13 +17,13 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from nemo_terminal.data.pack import WindowPacker
-from nemo_terminal.data.parallel_map import ordered_map
-from nemo_terminal.data.prepare_config import PrepareConfig
-from nemo_terminal.data.processing import Result, init_worker, process_chunk
-from nemo_terminal.data.readers import InputFile, file_sha256, iter_rows, resolve_inputs
-from nemo_terminal.data.report import Accounting
-from nemo_terminal.data.validate import VALIDATION_REASONS
+from nemo_terminal.data.pipeline.pack import WindowPacker
+from nemo_terminal.data.pipeline.parallel_map import ordered_map
+from nemo_terminal.data.pipeline.config import PrepareConfig
+from nemo_terminal.data.pipeline.processing import Result, init_worker, process_chunk
+from nemo_terminal.data.pipeline.readers import InputFile, file_sha256, iter_rows, resolve_inputs
+from nemo_terminal.data.pipeline.report import Accounting
+from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.tokenizer import tokenizer_hash
 
@@ -59,7 +59,7 @@ def _chunks(files: list[InputFile], cfg: PrepareConfig, acct: Accounting) -> Ite
 
 def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
     """What decides the output bytes: compared to make a re-run a no-op."""
-    from nemo_terminal.data.prepare_config import RUNTIME_ONLY_KEYS
+    from nemo_terminal.data.pipeline.config import RUNTIME_ONLY_KEYS
 
     config = {k: v for k, v in manifest.get("config", {}).items() if k not in RUNTIME_ONLY_KEYS}
     return {"tokenizer_hash": manifest.get("tokenizer_hash"), "config": config,
@@ -120,7 +120,7 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
                     cfg: PrepareConfig, force: bool = False) -> dict[str, Any]:
     """Prepare a packed dataset at out_dir and return its report. A no-op (returning the stored
     report) when out_dir already holds the same inputs prepared with the same settings."""
-    from nemo_terminal.data.filters import build_benchmark_index
+    from nemo_terminal.data.pipeline.filters import build_benchmark_index
     from nemo_terminal.data.store import PackedDatasetWriter
     from nemo_terminal.models.tokenizer import ENDOFTEXT_ID, check_tokenizer_dir
 

@@ -1,0 +1,1 @@
+"""Subcommands of `nemo-terminal`, one module each, imported only when run (CLI start-up time)."""

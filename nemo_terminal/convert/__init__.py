@@ -1,0 +1,1 @@
+"""HF <-> Megatron conversion: the one mapping table, import, export and verify."""

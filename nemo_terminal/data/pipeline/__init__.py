@@ -1,0 +1,1 @@
+"""Offline `prepare`: read, validate, filter, render with loss masks, pack, store, report."""

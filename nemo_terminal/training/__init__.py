@@ -1,0 +1,1 @@
+"""SFT on megatron-core: config schema, trainer loop, loss, optimizer/schedule, preemption, metrics, planner."""
