@@ -1,6 +1,6 @@
 """The one way configs load: a structured dataclass, then YAML, then `key=value`, then explicit values.
 
-Shared by `train` (training.config.Config) and `prepare` (data.prepare_config.PrepareConfig),
+Shared by `train` (training.config.Config) and `prepare` (data.pipeline.config.PrepareConfig),
 so both accept the same override syntax and report errors the same way.
 """
 
@@ -42,4 +42,8 @@ def load_structured(schema: type[T], path: Optional[str | Path] = None, override
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
-        raise UserError(f"config error at {key!r}: {str(err).splitlines()[0]}") from None
+        first = str(err).splitlines()[0]
+        if "expected one of" in first:  # an enum field: name the key, the allowed values and the value
+            allowed = first.split("expected one of", 1)[1].strip()
+            raise UserError(f"{key} must be one of {allowed}, got {getattr(err, 'value', None)!r}") from None
+        raise UserError(f"config error at {key!r}: {first}") from None

@@ -1,7 +1,9 @@
-"""Run a function in real torch.distributed processes (gloo on CPU), for tests and tools.
+"""Helpers for tests and tools: real torch.distributed processes, and system-tool requirements.
 
-Each rank is a separate spawned process with its own rendezvous, exactly as
+`run_distributed`: each rank is a separate spawned process with its own rendezvous, exactly as
 under torchrun, so multi-process behaviour is exercised for real.
+`require_tool` / `require`: a test needing a system tool skips on a developer's machine and fails
+in CI (env CI set), so a broken install step can never turn into a green run.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import shutil
 import tempfile
 import traceback
 from pathlib import Path
@@ -71,3 +74,110 @@ def run_distributed(fn: Callable, world_size: int = 2, timeout: float = 300, **k
                 raise RuntimeError(f"rank {r} failed:\n{res['error']}")
             results.append(res["ok"])
         return results
+
+
+# --- System tools: skip on a developer's machine, fail in CI --------------------------------------
+
+INSTALL_HINT = "sudo tools/ci_system_deps.sh"
+
+
+def in_ci() -> bool:
+    """True when env CI is set to anything but "", "0" or "false" (CI sets CI=true)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def require(missing: str | None) -> None:
+    """Skip the calling test because of `missing` (what is absent), or fail it under CI.
+
+    A CI run that silently skips because an install step broke would be green for nothing, so in
+    CI every missing system dependency is a failure. None means nothing is missing.
+    """
+    if missing is None:
+        return
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"{missing}; CI={os.environ.get('CI')!r} makes this a failure ({INSTALL_HINT})", pytrace=False)
+    pytest.skip(f"{missing} ({INSTALL_HINT})")
+
+
+def find_tool(name: str) -> str | None:
+    """`name` on PATH, or in /usr/sbin and /sbin (daemons live there and PATH may lack them)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in ("/usr/sbin", "/sbin"):
+        if os.access(Path(d, name), os.X_OK):
+            return str(Path(d, name))
+    return None
+
+
+def require_tool(name: str) -> str:
+    """The path of executable `name`; skips (or fails in CI, see `require`) when it is absent."""
+    path = find_tool(name)
+    require(None if path else f"{name} is not installed")
+    assert path is not None
+    return path
+
+
+# --- A scripted OpenAI-compatible chat server: a real HTTP endpoint for agents, without a model ---
+
+
+class ScriptedChatServer:
+    """Serve /v1/chat/completions on 127.0.0.1, answering with `replies` in turn (the last repeats).
+
+    Lets a real agent (Harbor's Terminus-2 via LiteLLM, `hosted_vllm/NAME` with api_base=`.url`)
+    run end to end offline; every request body is kept in `.requests` for assertions.
+    Use as a context manager.
+    """
+
+    def __init__(self, replies: list[str], model: str = "scripted"):
+        import http.server
+        import json
+        import threading
+
+        self.replies, self.model, self.requests = list(replies), model, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # /v1/models
+                self._send({"object": "list", "data": [{"id": server.model, "object": "model"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server._lock:
+                    server.requests.append(body)
+                    reply = server.replies[min(len(server.requests), len(server.replies)) - 1]
+                prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4  # rough
+                self._send({
+                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
+                    "model": server.model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": reply}}],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": len(reply) // 4,
+                              "total_tokens": prompt + len(reply) // 4},
+                })
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._lock = threading.Lock()
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "ScriptedChatServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -16,6 +16,7 @@ options given after it win. See docs/benchmarks.md for the figures and how to re
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -43,9 +44,9 @@ def run_subject(subject: str, argv: list[str], quick: bool) -> int:
 
 def run_all(argv: list[str], quick: bool) -> int:
     """Each CPU subject in its own process (thread settings, logging and peak RSS stay separate)."""
-    out_dir = Path("bench_results")
-    if "--out-dir" in argv:
-        out_dir = Path(argv[argv.index("--out-dir") + 1])
+    parser = argparse.ArgumentParser(prog="tools/bench.py all")
+    parser.add_argument("--out-dir", type=Path, default=Path("bench_results"), help="one JSON per subject here")
+    out_dir = parser.parse_args(argv).out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = []
     for subject in CPU_SUBJECTS:
@@ -60,19 +61,28 @@ def run_all(argv: list[str], quick: bool) -> int:
     return 1 if failed else 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """SUBJECT and --quick; every other option (and --help after SUBJECT) goes to the subject's own parser."""
+    parser = argparse.ArgumentParser(prog="tools/bench.py", description=__doc__, add_help=False, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("subject", help=f"one of {', '.join([*MODULES, 'all'])}")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repetitions")
+    return parser
+
+
 def main(argv: list[str]) -> int:
+    parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        parser.print_help()
         return 0 if argv else 2
-    subject, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
-    quick = "--quick" in rest
-    rest = [a for a in rest if a != "--quick"]
+    args, rest = parser.parse_known_args(argv)
+    subject = ALIASES.get(args.subject, args.subject)
     if subject == "all":
-        return run_all(rest, quick)
+        return run_all(rest, args.quick)
     if subject not in MODULES:
-        print(f"unknown subject {argv[0]!r}; choose one of {', '.join([*MODULES, 'all'])}", file=sys.stderr)
+        print(f"unknown subject {args.subject!r}; choose one of {', '.join([*MODULES, 'all'])}", file=sys.stderr)
         return 2
-    return run_subject(subject, rest, quick)
+    return run_subject(subject, rest, args.quick)
 
 
 if __name__ == "__main__":

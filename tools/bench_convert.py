@@ -34,6 +34,8 @@ if mode == "import":
     import_hf(a, b, force=True, show_progress=False)
 elif mode == "export":
     export_hf(a, b, force=True, show_progress=False)
+elif mode == "export_no_hash_check":  # --no-verify-hashes: what the content-hash check costs
+    export_hf(a, b, force=True, show_progress=False, verify_hashes=False)
 secs = time.perf_counter() - t
 # VmHWM belongs to this exec'd image; ru_maxrss would inherit the parent's high-water mark.
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -76,6 +78,18 @@ def write_synthetic(root: Path, layers: int) -> list[Path]:
     return files
 
 
+def _hash_seconds(meg: Path) -> float:
+    """Hashing every file of the imported checkpoint once (what save records and a load checks)."""
+    from nemo_terminal.checkpoint import integrity
+
+    from nemo_terminal.checkpoint.directory import resolve_checkpoint
+
+    it = resolve_checkpoint(meg)
+    t = time.perf_counter()
+    integrity.hash_share(it, integrity.checkpoint_files(it))
+    return time.perf_counter() - t
+
+
 def child(mode: str, a: Path, b: Path) -> dict:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], capture_output=True, text=True)
@@ -109,7 +123,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     total = sum(f.stat().st_size for f in files)
     largest = max(f.stat().st_size for f in files)
 
-    copy_s, imp, exp = [], [], []
+    copy_s, imp, exp, exp_nh, hash_s = [], [], [], [], []
     for _ in range(args.reps):
         copy_dir.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
@@ -119,6 +133,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         shutil.rmtree(copy_dir)
         imp.append(child("import", hf, meg))
         exp.append(child("export", meg, back))
+        exp_nh.append(child("export_no_hash_check", meg, back))
+        hash_s.append(_hash_seconds(meg))
     base = child("baseline", hf, meg)
     mb = 1024.0
     result = {
@@ -126,6 +142,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "copy_seconds": common.summary(copy_s),
         "import_seconds": common.summary([r["seconds"] for r in imp]),
         "export_seconds": common.summary([r["seconds"] for r in exp]),
+        "export_no_hash_check_seconds": common.summary([r["seconds"] for r in exp_nh]),
+        "hash_all_files_seconds": common.summary(hash_s),
+        "checkpoint_bytes": sum(f.stat().st_size for f in (meg / (meg / "latest").read_text().strip()).iterdir()),
         "import_wall_seconds_incl_startup": common.summary([r["wall_seconds"] for r in imp]),
         "export_wall_seconds_incl_startup": common.summary([r["wall_seconds"] for r in exp]),
         "baseline_rss_mb": base["max_rss_kb"] / mb,
@@ -142,8 +161,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         result[f"{k}_rss_over_largest_shard"] = (result[f"{k}_peak_rss_mb"] - result["baseline_rss_mb"]) / (
             largest / 2**20)
     result["targets"] = {"conversion_over_copy_max": 3.0, "rss_over_largest_shard_max": 2.0}
+    result["hash_gb_per_s"] = result["checkpoint_bytes"] / 1e9 / result["hash_all_files_seconds"]["median"]
     common.write_result(args.out, "convert", result)
-    for k in ("copy_seconds", "import_seconds", "export_seconds"):
+    for k in ("copy_seconds", "import_seconds", "export_seconds", "export_no_hash_check_seconds",
+              "hash_all_files_seconds"):
         print(f"{k}: {common.fmt(result[k], 's')}")
     for k in ("import", "export"):
         lo, hi = result[f"{k}_over_copy_range"]

@@ -178,7 +178,8 @@ def step_worker(recipe: str, overrides: list[str], reps: int, warmup: int) -> di
 
     from nemo_terminal.models.provider import resolve_attention_backend
     from nemo_terminal.training.config import load_config
-    from nemo_terminal.training.metrics import flops_per_step, peak_flops
+    from nemo_terminal.runtime.device import current_device
+    from nemo_terminal.training.metrics import flops_per_step
     from nemo_terminal.training.trainer import Trainer
 
     logging.getLogger("nemo_terminal").setLevel(logging.WARNING)
@@ -202,7 +203,8 @@ def step_worker(recipe: str, overrides: list[str], reps: int, warmup: int) -> di
         "times": times, "tokens_per_step": tokens, "sum_doc_len_sq": sq,
         "padded_tokens_per_step": sum(int(b["tokens"].shape[1]) for b in batches),
         "flops_per_step": flops_per_step(tr.model_cfg, tokens, sq), "params": tr.model_cfg.num_params(),
-        "backend": resolve_attention_backend(cfg.model.attention_backend), "peak_flops": peak_flops(gpu),
+        "backend": resolve_attention_backend(cfg.model.attention_backend, cfg.parallel.sequence_parallel),
+        "peak_flops": current_device().peak_bf16_flops(),
         "gpu_peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
         "peak_rss_mib": common.peak_rss_mib(), "torch_threads": torch.get_num_threads(),
     }

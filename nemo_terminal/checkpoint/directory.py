@@ -4,6 +4,13 @@
     MEG/tokenizer/          the HF tokenizer files
     MEG/latest              name of the newest complete iter_XXXXXXX (written last, atomically)
     MEG/iter_XXXXXXX/       dist_checkpointing (torch_dist) save of {"model": GPTModel.sharded_state_dict()}
+    MEG/release/            instead of iter_XXXXXXX in an imported checkpoint (Megatron-LM's and
+                            Megatron-Bridge's convention for weights to fine-tune from)
+    MEG/latest_checkpointed_iteration.txt   Megatron-LM's tracker ("release" or the step), kept with
+                            `latest`; iteration dirs also carry Megatron-LM `args` in common.pt and
+                            Bridge's run_config.yaml (checkpoint/megatron_lm.py)
+    MEG/training_data.json  training runs only: the datasets and the thinking policy they were prepared
+                            with (export writes the chat template that renders prompts the same way)
 
 Checkpoint keys are `ShardedTensor.key`s, identical at every TP/PP and for
 the local and TE layer specs, so any layout loads any checkpoint.
@@ -18,13 +25,17 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from nemo_terminal.checkpoint.preload import check_before_load
+from nemo_terminal.checkpoint.safe_pickle import allowed_globals
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
 
 MODEL_CONFIG = "model_config.json"
 TOKENIZER_DIR = "tokenizer"
 LATEST = "latest"
+MEGATRON_LM_TRACKER = "latest_checkpointed_iteration.txt"
 ITER_RE = re.compile(r"^iter_\d{7}$")
+RELEASE = "release"
 
 
 def iter_name(step: int) -> str:
@@ -32,13 +43,18 @@ def iter_name(step: int) -> str:
 
 
 def write_latest(meg_dir: str | Path, name: str) -> None:
-    """Point `latest` at a complete checkpoint subdir; atomic, so readers never see half a name."""
+    """Point `latest` at a complete checkpoint subdir; atomic, so readers never see half a name.
+
+    Megatron-LM's tracker file (which Megatron-Bridge also reads) is moved first to the same
+    iteration, so both pointers always name a complete checkpoint."""
     meg_dir = Path(meg_dir)
-    assert ITER_RE.match(name), name
+    assert ITER_RE.match(name) or name == RELEASE, name
     assert (meg_dir / name / "metadata.json").is_file(), f"{meg_dir / name} is not a complete checkpoint"
-    tmp = meg_dir / f".{LATEST}.tmp.{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, meg_dir / LATEST)
+    pointers = [(MEGATRON_LM_TRACKER, RELEASE if name == RELEASE else str(int(name[len("iter_"):])))]
+    for pointer, text in [*pointers, (LATEST, name)]:
+        tmp = meg_dir / f".{pointer}.tmp.{os.getpid()}"
+        tmp.write_text(text + "\n")
+        os.replace(tmp, meg_dir / pointer)
 
 
 def resolve_checkpoint(meg_dir: str | Path) -> Path:
@@ -52,7 +68,8 @@ def resolve_checkpoint(meg_dir: str | Path) -> Path:
         )
     name = pointer.read_text().strip()
     it = meg_dir / name
-    if not ITER_RE.match(name) or not (it / "metadata.json").is_file() or not (it / ".metadata").is_file():
+    if not (ITER_RE.match(name) or name == RELEASE) or not (it / "metadata.json").is_file() \
+            or not (it / ".metadata").is_file():
         raise UserError(f"{pointer} names {name!r}, which is not a complete checkpoint under {meg_dir}")
     return it
 
@@ -65,6 +82,27 @@ def read_model_config(meg_dir: str | Path) -> Qwen3Config:
 
 def write_model_config(meg_dir: str | Path, cfg: Qwen3Config) -> None:
     (Path(meg_dir) / MODEL_CONFIG).write_text(json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
+
+
+TRAINING_DATA = "training_data.json"
+
+
+def write_training_data(meg_dir: str | Path, thinking: str | None, datasets: Sequence[str]) -> None:
+    """Record what a training run read: its datasets and their thinking policy."""
+    record = {"thinking": thinking, "datasets": [str(d) for d in datasets]}
+    (Path(meg_dir) / TRAINING_DATA).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def trained_thinking(meg_dir: str | Path) -> tuple[bool, str | None]:
+    """(trained here, thinking policy): (False, None) for an imported checkpoint; (True, None)
+    for a run on data prepared before the policy was recorded."""
+    path = Path(meg_dir) / TRAINING_DATA
+    if not path.is_file():
+        return False, None
+    try:
+        return True, json.loads(path.read_text()).get("thinking")
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); delete it and pass --thinking") from None
 
 
 def tokenizer_dir(meg_dir: str | Path) -> Path:
@@ -96,9 +134,18 @@ def load_model_weights(model_chunks: Sequence, iter_dir: str | Path) -> None:
     iter_dir = Path(iter_dir)
     if not (iter_dir / "metadata.json").is_file():
         raise UserError(f"{iter_dir} is not a complete dist checkpoint (no metadata.json)")
+    check_before_load(iter_dir)  # restricted unpickler, sizes, content hashes (collective)
+    from nemo_terminal.checkpoint.save_load import drop_absent_extra_state
+
     for chunk in model_chunks:
-        loaded = dist_checkpointing.load({"model": chunk.sharded_state_dict()}, str(iter_dir))
-        chunk.load_state_dict(loaded["model"], strict=True)
+        # `_extra_state` a checkpoint lacks (one written by another layer spec) is no weight: not asked for.
+        template = drop_absent_extra_state({"model": chunk.sharded_state_dict()}, iter_dir)
+        with allowed_globals():  # megatron's common.pt load: the allow-list check_before_load applied
+            loaded = dist_checkpointing.load(template, str(iter_dir))
+        result = chunk.load_state_dict(loaded["model"], strict=False)
+        wrong = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.endswith("_extra_state")]
+        if wrong:
+            raise UserError(f"checkpoint {iter_dir} does not match the model: {wrong[:8]}")
 
 
 def meta_sharded_state_dict(cfg: Qwen3Config, dtype=None) -> dict:
@@ -108,15 +155,15 @@ def meta_sharded_state_dict(cfg: Qwen3Config, dtype=None) -> dict:
     values are ShardedTensors (data on meta, in `dtype`) and ShardedObjects (_extra_state).
     """
     import torch
-    from megatron.core.dist_checkpointing.state_dict_utils import save_preprocess
 
     from nemo_terminal.models.provider import build_gpt_model
     from nemo_terminal.models.qwen3 import to_transformer_config
+    from nemo_terminal.runtime.megatron_compat import preprocess_for_save
 
     with torch.device("meta"):
         model = build_gpt_model(cfg, to_transformer_config(cfg), attention_backend="local")
     sharded = {"model": model.sharded_state_dict()}
-    sharded, _common = save_preprocess(sharded, validate_access_integrity=False)
+    sharded = preprocess_for_save(sharded)
     if dtype is not None:
         from megatron.core.dist_checkpointing import ShardedTensor
         from megatron.core.dist_checkpointing.dict_utils import nested_values

@@ -59,13 +59,18 @@ class _Stages:
 
 
 def run(args: argparse.Namespace) -> int:
-    work = Path(args.workdir).resolve()
+    from nemo_terminal.options import check_int
+    from nemo_terminal.output_dir import DEMO, DEMO_MARKER, check_output
+
+    check_int("--steps", args.steps, 1)
+    check_int("--seq-length", args.seq_length, 1)
+
+    # --force wipes only an earlier demo's directory (it carries DEMO_MARKER), never the cwd or inputs.
+    work = check_output(args.workdir, DEMO, force=args.force, flag="--workdir")
     if work.exists() and any(work.iterdir()):
-        if not args.force:
-            print(f"error: {work} is not empty; pass --force to start over or choose --workdir", file=sys.stderr)
-            return 1
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    (work / DEMO_MARKER).write_text('{"written_by": "nemo-terminal demo"}\n')
     hf, meg, data = work / "tiny_hf", work / "megatron", work / "data"
     run1, run2, export = work / "run_tp1", work / "run_tp2", work / "export_hf"
     recipe = str(_recipe())

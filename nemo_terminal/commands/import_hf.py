@@ -6,7 +6,7 @@ import argparse
 
 HELP = (
     "Convert a Hugging Face Qwen3 checkpoint (safetensors) into a megatron-core torch_dist checkpoint "
-    "directory (iter_0000000 + latest + model_config.json + tokenizer/), streaming one tensor group at a time."
+    "directory (release/ + latest + Megatron-LM's tracker + model_config.json + tokenizer/), streaming one tensor group at a time."
 )
 
 
@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir
+
+    # Cheap refusals first, before torch is even imported (import_hf repeats them).
+    require_dir(args.hf_dir, "--hf-dir")
+    check_output(args.out, CHECKPOINT, inputs=[args.hf_dir], force=args.force)
     from nemo_terminal.convert.importer import import_hf
 
     print(import_hf(args.hf_dir, args.out, dtype=args.dtype, force=args.force))

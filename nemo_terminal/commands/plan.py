@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 from pathlib import Path
-from typing import Optional
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.options import check_int, check_number
 
 HELP = (
     "Estimate the per-GPU memory of a training config (weights, fp32 grads, distributed Adam "
     "states, activations at the recompute setting, logits/cross-entropy, a fixed CUDA/NCCL "
-    "allowance) and exit non-zero when it does not fit. The model size comes from --model-size, "
-    "model.megatron_dir/model_config.json, model.hf_dir/config.json or the recipe name "
-    "(qwen3_8b_...); the sequence length from --seq-length, data.path/manifest.json or the "
-    "recipe name (..._32k)."
+    "allowance) and exit non-zero when it does not fit. The model shape comes from --model-size, "
+    "model.megatron_dir/model_config.json, model.hf_dir/config.json or model.size; the sequence "
+    "length from --seq-length, the prepared data's manifest.json or data.seq_length."
 )
 # Keys a shipped recipe leaves `???`: the plan does not need them, so placeholders fill them.
 _USER_KEYS = ("model.megatron_dir", "data.path")
@@ -43,10 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nemo_terminal.training import planner
 
+    _check_flags(args)
     cfg = _load(args.config, args.overrides)
     model, model_src = _model_shape(args, cfg)
     seq, seq_src = _seq_length(args, cfg)
-    num_gpus = args.num_gpus or cfg.parallel.model_parallel_size
+    num_gpus = cfg.parallel.model_parallel_size if args.num_gpus is None else args.num_gpus
     inp = planner.PlanInput(
         model=model, parallel=cfg.parallel, seq_length=seq, num_gpus=num_gpus,
         micro_batch_size=cfg.train.micro_batch_size, global_batch_size=cfg.train.global_batch_size,
@@ -91,26 +90,32 @@ def _load(path: str, overrides: list[str]):
     return load_config(path, fill + list(overrides))
 
 
-def _recipe_name_match(config_path: str, pattern: str) -> Optional[str]:
-    found = re.search(pattern, Path(config_path).stem.lower())
-    return found.group(1) if found else None
+def _check_flags(args: argparse.Namespace) -> None:
+    check_int("--num-gpus", args.num_gpus, 1, "the GPUs of the whole run", optional=True)
+    check_int("--seq-length", args.seq_length, 1, optional=True)
+    check_number("--gpu-memory-gb", args.gpu_memory_gb, low=0, low_open=True)
+    check_number("--workspace-gb", args.workspace_gb, low=0, optional=True)
 
 
 def _model_shape(args: argparse.Namespace, cfg):
-    from nemo_terminal.models.qwen3 import Qwen3Config
-    from nemo_terminal.training.planner import qwen3_size
+    """--model-size, else the checkpoint's own config, else model.size (which must agree with it)."""
+    from nemo_terminal.models.qwen3 import Qwen3Config, qwen3_size, size_name
 
     if args.model_size:
         return qwen3_size(args.model_size), f"Qwen3-{args.model_size.upper()} (--model-size)"
     for directory, name in ((cfg.model.megatron_dir, "model_config.json"), (cfg.model.hf_dir, "config.json")):
         if directory and directory != _PLACEHOLDER and (Path(directory) / name).is_file():
             file = Path(directory) / name
-            return Qwen3Config.from_hf_dict(json.loads(file.read_text()), str(file)), str(file)
-    size = _recipe_name_match(args.config, r"qwen3[-_](\d+(?:\.\d+)?b)")
-    if size:
-        return qwen3_size(size), f"Qwen3-{size.upper()} (from the recipe name)"
-    raise UserError("cannot tell the model size: pass --model-size (e.g. 8b), or set model.megatron_dir "
-                    "to an imported checkpoint")
+            model = Qwen3Config.from_hf_dict(json.loads(file.read_text()), str(file))
+            stated = cfg.model.size and qwen3_size(cfg.model.size)
+            if stated and size_name(stated) != size_name(model):
+                raise UserError(f"model.size={cfg.model.size} disagrees with {file} "
+                                f"({size_name(model) or 'another shape'}); fix or remove model.size")
+            return model, str(file)
+    if cfg.model.size:
+        return qwen3_size(cfg.model.size), f"Qwen3-{cfg.model.size.upper()} (model.size)"
+    raise UserError("cannot tell the model size: pass --model-size (e.g. 8b), set model.size, or set "
+                    "model.megatron_dir to an imported checkpoint")
 
 
 def _seq_length(args: argparse.Namespace, cfg) -> tuple[int, str]:
@@ -122,8 +127,8 @@ def _seq_length(args: argparse.Namespace, cfg) -> tuple[int, str]:
     lengths = [int(json.loads(m.read_text())["seq_length"]) for m in manifests if m.is_file()]
     if lengths:
         return max(lengths), "from the prepared data's manifest.json"
-    kilo = _recipe_name_match(args.config, r"_(\d+)k(?:_|$)")
-    if kilo:
-        return int(kilo) * 1024, "from the recipe name"
+    if cfg.data.seq_length:
+        return cfg.data.seq_length, "data.seq_length"
     raise UserError("cannot tell the sequence length: pass --seq-length (the value given to "
-                    "`nemo-terminal prepare --seq-length`) or set data.path to a prepared dataset")
+                    "`nemo-terminal prepare --seq-length`), set data.seq_length, or set data.path to a "
+                    "prepared dataset")

@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nemo_terminal.models.tiny import write_tiny_model
+    from nemo_terminal.options import check_int
+
+    for flag in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size"):
+        check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)
+    check_int("--seed", args.seed, 0)
 
     out = write_tiny_model(
         args.out, num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=args.num_heads,

@@ -8,7 +8,8 @@ HELP = (
     "Supervised fine-tuning of Qwen3 on prepared terminal trajectories. "
     "Config: a YAML recipe (--config, see configs/) plus key=value overrides, e.g. "
     "`nemo-terminal train --config configs/tiny_cpu.yaml train.max_steps=10 parallel.tp=2`. "
-    "Run under `torchrun --nproc-per-node N` or `srun` for N processes; dp = N / (tp*pp*cp)."
+    "Run under `torchrun --nproc-per-node N` or `srun` for N processes; dp = N / (tp*pp*cp). "
+    "Exit code 75 (EX_TEMPFAIL): stopped by SIGTERM/SIGUSR1 after saving a checkpoint; resume to continue."
 )
 
 
@@ -28,8 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from nemo_terminal.runtime import destroy
     from nemo_terminal.training.trainer import Trainer
 
+    from nemo_terminal.training.preemption import EXIT_PREEMPTED
+
+    trainer = Trainer(cfg)
     try:
-        Trainer(cfg).setup().train()
+        trainer.setup().train()
     finally:
         destroy()
-    return 0
+    # Stopped by SIGTERM/SIGUSR1 after saving: a distinct code, so Slurm scripts requeue only then.
+    return EXIT_PREEMPTED if trainer.stopped_by else 0

@@ -20,30 +20,42 @@ import torch
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint.dcp_reader import CheckpointReader
-from nemo_terminal.convert.hf_io import (StreamingSafetensorsWriter, hf_dtype_name, parse_dtype, plan_shards,
+from nemo_terminal.checkpoint.preload import check_before_load
+from nemo_terminal.checkpoint.source import open_checkpoint
+from nemo_terminal.convert.hf_io import (StreamingSafetensorsWriter, assign_shards, hf_dtype_name, parse_dtype,
                                          write_index)
-from nemo_terminal.convert.importer import prepare_output
-from nemo_terminal.convert.mapping import Pair, expand, megatron_shape, megatron_to_hf
+from nemo_terminal.convert.mapping import Pair, expand, megatron_modules, megatron_shape, megatron_to_hf
 from nemo_terminal.errors import UserError
+from nemo_terminal.models.chat_template import chat_template, write_chat_template
 from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.output_dir import HF_EXPORT, check_output, require_dir, staged_output, write_export_marker
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9  # the Hub's usual "5GB" shards
 
 
-def _check_checkpoint(it: Path, pairs: list[Pair], reader: CheckpointReader, shapes: dict) -> None:
-    """Every pair's key must be in the checkpoint with the config's shape; extra keys are
-    optimizer/trainer state and are ignored."""
-    missing = sorted({p.megatron for p in pairs} - set(reader.tensors))
+def _check_checkpoint(it: Path, pairs: list[Pair], reader: CheckpointReader, shapes: dict, num_layers: int) -> None:
+    """Coverage both ways, so nothing is dropped silently: every pair's key must be in the checkpoint
+    with the config's shape and layer count, and every model tensor of the checkpoint (a key under
+    `embedding.`, `decoder.`, ...) must be some pair's. Other keys are optimizer/trainer state."""
+    known = {p.megatron for p in pairs}
+    missing = sorted(known - set(reader.tensors))
     if missing:
         raise UserError(f"{it} lacks model tensors {missing}: is model_config.json from this checkpoint?")
+    modules = megatron_modules()
+    unmapped = sorted(k for k in reader.tensors
+                      if k.split(".")[0] in modules and k not in known and not k.endswith("_extra_state"))
+    if unmapped:
+        raise UserError(f"{it} has model tensors no mapping row covers {unmapped[:8]}"
+                        f"{f' and {len(unmapped) - 8} more' if len(unmapped) > 8 else ''}: export would drop them; "
+                        "is model_config.json from this checkpoint (tie_word_embeddings, architecture)?")
     for p in pairs:
         want = shapes[(p.megatron, p.layer)]
         glob = reader.shape(p.megatron)
         got = glob[1:] if p.layer is not None else glob
-        if tuple(got) != tuple(want) or (p.layer is not None and not 0 <= p.layer < glob[0]):
-            implied = list(want) if p.layer is None else f"{list(want)} per layer, for {p.layer + 1}+ layers"
+        if tuple(got) != tuple(want) or (p.layer is not None and glob[0] != num_layers):
+            implied = list(want) if p.layer is None else f"{list(want)} per layer, for {num_layers} layers"
             raise UserError(f"{it}: tensor {p.megatron} has shape {list(glob)}, model_config.json implies {implied}")
 
 
@@ -65,15 +77,15 @@ def _row_runs(pair: Pair, shape: tuple[int, ...], cfg: Qwen3Config) -> list[list
     return runs
 
 
-def _byte_segments(reader: CheckpointReader, pair: Pair, shape: tuple[int, ...], cfg: Qwen3Config,
+def _byte_ranges(reader: CheckpointReader, pair: Pair, shape: tuple[int, ...], cfg: Qwen3Config,
                    target: torch.dtype) -> list | None:
     """Per HF tensor, the file byte ranges that hold it verbatim; None when it must be loaded and
     transformed (a dtype cast, or chunks split along columns, as row-parallel TP saves them)."""
-    if reader.dtype(pair.megatron) != target:
+    if reader.dtype(pair.megatron) != target or not pair.transform.selects_rows:
         return None
     segments = []
     for runs in _row_runs(pair, shape, cfg):
-        segs = reader.row_segments(pair.megatron, pair.layer, runs)
+        segs = reader.row_byte_ranges(pair.megatron, pair.layer, runs)
         if segs is None:
             return None
         segments.append(segs)
@@ -81,27 +93,46 @@ def _byte_segments(reader: CheckpointReader, pair: Pair, shape: tuple[int, ...],
 
 
 def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, force: bool = False,
-              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, show_progress: bool = True) -> Path:
-    """Write an HF Qwen3 directory from the checkpoint `latest` points to; return `out`."""
-    from tqdm import tqdm
-
+              max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, show_progress: bool = True,
+              thinking: str | None = None, verify_hashes: bool = True, tokenizer: str | Path | None = None) -> Path:
+    """Write an HF Qwen3 directory from the checkpoint `latest` points to; return `out`.
+    `thinking` sets the chat template's policy (default: the one the run was trained with)."""
     from nemo_terminal.models.tiny import generation_config
 
     meg_dir, out = Path(meg_dir), Path(out)
-    cfg = cio.read_model_config(meg_dir)
-    it = cio.resolve_checkpoint(meg_dir)
-    tok_dir = cio.tokenizer_dir(meg_dir)
+    require_dir(meg_dir, "--megatron-dir")
+    check_output(out, HF_EXPORT, inputs=[meg_dir, tokenizer], force=force)  # every refusal before any work
+    source = open_checkpoint(meg_dir, tokenizer)  # ours, Megatron-LM's or Bridge's layout
+    cfg, it = source.cfg, source.iter_dir
+    check_before_load(it, verify_hashes)  # restricted unpickler, sizes, content hashes
+    tok_dir = source.require_tokenizer()
+    template = served_chat_template(meg_dir, thinking)
     target = parse_dtype(dtype, cfg.torch_dtype)
-    if out.resolve() == meg_dir.resolve():
-        raise UserError(f"--out {out} is the checkpoint directory itself; choose another directory")
-    prepare_output(out, force)
     reader = CheckpointReader(it)  # reads .metadata once; no process group needed
     pairs = expand(cfg)
     hf_shapes = cfg.hf_weight_shapes()
     meg_shapes = {(p.megatron, p.layer): megatron_shape(p, [hf_shapes[h] for h in p.hf]) for p in pairs}
-    _check_checkpoint(it, pairs, reader, meg_shapes)
+    _check_checkpoint(it, pairs, reader, meg_shapes, cfg.num_hidden_layers)
 
-    shards = plan_shards([[(h, hf_shapes[h]) for h in p.hf] for p in pairs], target, max_shard_bytes)
+    shards = assign_shards([[(h, hf_shapes[h]) for h in p.hf] for p in pairs], target, max_shard_bytes)
+    # Written beside `out` and renamed into place: a failure leaves no partial safetensors and an old `out` intact.
+    with staged_output(out, HF_EXPORT, inputs=[meg_dir, tokenizer], force=force) as tmp:
+        _write_shards(tmp, shards, pairs, reader, meg_shapes, cfg, target, show_progress)
+        write_index(tmp, shards, target)
+        _write_configs(tmp, meg_dir, cfg, target, generation_config())
+        cio.copy_tokenizer(tok_dir, tmp)
+        if template is not None:
+            write_chat_template(tmp, template)
+        write_export_marker(tmp, "nemo-terminal export", str(it.resolve()))
+    log.info("exported %s -> %s (%d shards, %s)", it, out, len(shards), hf_dtype_name(target))
+    return out
+
+
+def _write_shards(out: Path, shards: list, pairs: list[Pair], reader: CheckpointReader, meg_shapes: dict,
+                  cfg: Qwen3Config, target: torch.dtype, show_progress: bool) -> None:
+    """Stream every tensor group into its planned safetensors shard, in order."""
+    from tqdm import tqdm
+
     progress = tqdm(total=len(pairs), desc="export", unit="group", disable=not show_progress)
     queue = list(pairs)
     for shard in shards:
@@ -110,7 +141,7 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
             names = [n for n, _ in shard.entries]
             while queue and queue[0].hf[0] in names:
                 pair = queue.pop(0)
-                segments = _byte_segments(reader, pair, meg_shapes[(pair.megatron, pair.layer)], cfg, target)
+                segments = _byte_ranges(reader, pair, meg_shapes[(pair.megatron, pair.layer)], cfg, target)
                 if segments is not None:  # the HF tensors are byte ranges of stored chunks: copy file to file
                     for name, segs in zip(pair.hf, segments):
                         writer.copy_from_files(name, segs)
@@ -126,11 +157,24 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
         writer.close()
     progress.close()
     assert not queue
-    write_index(out, shards, target)
-    _write_configs(out, meg_dir, cfg, target, generation_config())
-    cio.copy_tokenizer(tok_dir, out)
-    log.info("exported %s -> %s (%d shards, %s)", it, out, len(shards), hf_dtype_name(target))
-    return out
+
+
+def served_chat_template(meg_dir: Path, thinking: str | None) -> str | None:
+    """The chat template an export ships, rendering prompts as training did; None keeps the
+    source tokenizer's (a checkpoint never trained here, and no --thinking)."""
+    trained, recorded = cio.trained_thinking(meg_dir)
+    if thinking is None and trained and recorded is None:
+        raise UserError(f"{meg_dir} was trained on data prepared before the thinking policy was recorded: "
+                        "pass --thinking keep|strip_history|drop (the prepare setting it was trained with)")
+    if thinking is not None and recorded is not None and thinking != recorded:
+        log.warning("--thinking %s overrides thinking=%s that %s was trained with: the served prompts will "
+                    "differ from training", thinking, recorded, meg_dir)
+    policy = thinking or recorded
+    if policy is None:
+        log.info("%s was not trained here: keeping its tokenizer's chat template (--thinking sets one)", meg_dir)
+        return None
+    log.info("chat template: thinking=%s (%s)", policy, "--thinking" if thinking else "as trained")
+    return chat_template(policy)
 
 
 def _write_configs(out: Path, meg_dir: Path, cfg: Qwen3Config, dtype: torch.dtype, default_gen: dict) -> None:

@@ -118,7 +118,7 @@ class Shard:
     entries: list[tuple[str, tuple[int, ...]]]  # (tensor name, shape) in write order
 
 
-def plan_shards(groups: Sequence[Sequence[tuple[str, tuple[int, ...]]]], dtype: torch.dtype,
+def assign_shards(groups: Sequence[Sequence[tuple[str, tuple[int, ...]]]], dtype: torch.dtype,
                 max_shard_bytes: int) -> list[Shard]:
     """Assign whole groups to shards of at most `max_shard_bytes` (a bigger group gets its own)."""
     item = torch.empty((), dtype=dtype).element_size()

@@ -22,19 +22,25 @@ from typing import Callable
 import torch
 
 from nemo_terminal.checkpoint import directory as cio
+from nemo_terminal.checkpoint import megatron_lm
+from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
+from nemo_terminal.checkpoint.integrity import record_hashes
 from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
-from nemo_terminal.convert.mapping import Pair, check_coverage, expand, hf_to_megatron
+from nemo_terminal.convert.mapping import (Pair, check_coverage, check_tied_copies, expand, hf_to_megatron,
+                                          tied_copies)
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir, staged_output
 
 log = logging.getLogger(__name__)
 
 
 def _lazy_planner_class():
-    from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
     from torch.distributed.checkpoint.planner import WriteItemType
 
-    class LazySavePlanner(MCoreSavePlanner):
+    from nemo_terminal.runtime.megatron_compat import save_planner_class
+
+    class LazySavePlanner(save_planner_class()):
         """Produces each tensor chunk from HF weights at the moment it is written."""
 
         def __init__(self, produce: Callable[[str, tuple[int, ...], tuple[int, ...]], torch.Tensor]):
@@ -82,25 +88,14 @@ class _GroupSource:
         return part.reshape(sizes) if part.is_contiguous() else part.contiguous().reshape(sizes)
 
 
-def prepare_output(out: Path, force: bool, flag: str = "--out") -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{flag} {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"{flag} {out} already exists and is not empty; pass --force to overwrite it")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create {flag} {out}: {err.strerror}") from None
-
-
 def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
     """Coverage and shape checks before anything is written."""
 
     pairs = expand(cfg)
-    check_coverage(pairs, list(hf.files), meg_keys, hf_source=str(hf_dir), megatron_source="the Qwen3 GPTModel")
+    check_coverage(pairs, list(hf.files), meg_keys, hf_source=str(hf_dir), megatron_source="the Qwen3 GPTModel",
+                   optional_hf=[p.hf[0] for p in tied_copies(cfg)])
     hf.check_shapes(cfg.hf_weight_shapes())
+    check_tied_copies(cfg, hf.files, hf.read, str(hf_dir))  # a tied model's stored lm_head: equal, not mapped
     return pairs
 
 
@@ -114,15 +109,16 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
     from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
     from megatron.core.dist_checkpointing.dict_utils import nested_values
     from megatron.core.dist_checkpointing.serialization import get_default_save_common_strategy
-    from megatron.core.dist_checkpointing.strategies.torch import (
-        _replace_state_dict_keys_with_sharded_keys, mcore_to_pyt_state_dict)
     from torch.distributed.checkpoint import FileSystemWriter
     from torch.distributed.checkpoint import save as dcp_save
     from tqdm import tqdm
 
     from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.megatron_compat import to_dcp_state_dict
 
     hf_dir, out = Path(hf_dir), Path(out)
+    require_dir(hf_dir, "--hf-dir")
+    check_output(out, CHECKPOINT, inputs=[hf_dir], force=force)  # every refusal before any work
     cfg = Qwen3Config.from_hf_dir(hf_dir)
     target = parse_dtype(dtype, cfg.torch_dtype)
     hf = HFCheckpoint.scan(hf_dir)
@@ -131,30 +127,35 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
     check_hf_dir(hf_dir, cfg, hf, [(p.megatron, p.layer) for p in pairs])
     init_parallel_state(ParallelConfig())
     sharded = cio.meta_sharded_state_dict(cfg, target)
+    # TE-spec loaders (Megatron-LM, Bridge, NGC) ask for TE modules' _extra_state: write them too.
+    sharded["model"].update(missing_extra_state(cfg, list(nested_values(sharded))))
     tensors = [sh for sh in nested_values(sharded) if isinstance(sh, ShardedTensor)]
     prepend = {sh.key: sh.prepend_axis_num for sh in tensors}
     meg_keys = list(dict.fromkeys((sh.key, sh.global_offset[0] if sh.prepend_axis_num else None) for sh in tensors))
     pairs = check_hf_dir(hf_dir, cfg, hf, meg_keys)
 
-    prepare_output(out, force)
-    it = out / cio.iter_name(0)
-    it.mkdir()
-    cfg.torch_dtype = hf_dtype_name(target)
-    progress = tqdm(total=len(pairs), desc="import", unit="group", disable=not show_progress)
-    source = _GroupSource(hf, cfg, pairs, target, prepend, progress)
-    flat, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, keep_only_main_replica=True)
-    pyt_state_dict = mcore_to_pyt_state_dict(flat, is_loading=False)
-    writer = FileSystemWriter(str(it), single_file_per_rank=False, thread_count=1, sync_files=False)
-    dcp_save(pyt_state_dict, storage_writer=writer, planner=_lazy_planner_class()(source.chunk))
-    progress.close()
-    get_default_save_common_strategy().save_common({}, it)
-    save_config(CheckpointingConfig("torch_dist", 1), str(it))
+    # Written beside `out` and renamed into place: a failure leaves no half checkpoint and an old `out` intact.
+    with staged_output(out, CHECKPOINT, inputs=[hf_dir], force=force) as tmp:
+        it = tmp / cio.RELEASE  # Megatron-LM's and Bridge's name for weights to fine-tune from
+        it.mkdir()
+        cfg.torch_dtype = hf_dtype_name(target)
+        progress = tqdm(total=len(pairs), desc="import", unit="group", disable=not show_progress)
+        source = _GroupSource(hf, cfg, pairs, target, prepend, progress)
+        pyt_state_dict = to_dcp_state_dict(sharded)
+        writer = FileSystemWriter(str(it), single_file_per_rank=False, thread_count=1, sync_files=False)
+        dcp_save(pyt_state_dict, storage_writer=writer, planner=_lazy_planner_class()(source.chunk))
+        progress.close()
+        get_default_save_common_strategy().save_common(megatron_lm.common_state(cfg, iteration=0), it)
+        megatron_lm.write_run_config(it, cfg)
+        save_config(CheckpointingConfig("torch_dist", 1), str(it))
+        record_hashes(it)  # content hashes, checked by every later load (checkpoint/integrity.py)
 
-    cio.write_model_config(out, cfg)
-    cio.copy_tokenizer(hf_dir, out / cio.TOKENIZER_DIR)
-    if (hf_dir / "generation_config.json").is_file():
-        shutil.copyfile(hf_dir / "generation_config.json", out / "generation_config.json")
-    cio.write_latest(out, it.name)
+        cio.write_model_config(tmp, cfg)
+        cio.copy_tokenizer(hf_dir, tmp / cio.TOKENIZER_DIR)
+        if (hf_dir / "generation_config.json").is_file():
+            shutil.copyfile(hf_dir / "generation_config.json", tmp / "generation_config.json")
+        cio.write_latest(tmp, it.name)
+    it = out / it.name
     log.info("imported %s -> %s (%s, %d tensor groups)", hf_dir, it, cfg.torch_dtype, len(pairs))
     return it
 

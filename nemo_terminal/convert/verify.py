@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.runtime.device import current_device
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +41,39 @@ def prompt_ids(tokenizer_path: str | Path) -> list[list[int]]:
 
 
 def hf_logits(hf_dir: str | Path, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    """fp32 logits [seq, vocab] of each prompt from transformers (remote code never trusted)."""
+    """fp32 logits [seq, vocab] of each prompt from transformers (remote code never trusted), on the CPU;
+    the model runs on this process's device."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, trust_remote_code=False,
                                                  local_files_only=True)
-    model.eval()
+    device = current_device()
+    model = device.move(model.eval())
     with torch.no_grad():
-        return [model(torch.tensor([ids])).logits[0].float() for ids in prompts]
+        return [model(device.move(torch.tensor([ids]))).logits[0].float().cpu() for ids in prompts]
 
 
-def build_stage(cfg, tp: int, pp: int):
-    """This rank's pipeline stage of the model at TP/PP (parallel state must already be set)."""
+def build_stage(cfg, tp: int, pp: int, first_stage_layers: Optional[int] = None,
+                last_stage_layers: Optional[int] = None):
+    """This rank's pipeline stage of the model at TP/PP, evenly split unless first/last_stage_layers
+    are given (parallel state must already be set)."""
     from megatron.core import parallel_state
 
     from nemo_terminal.models.provider import build_gpt_model
     from nemo_terminal.models.qwen3 import to_transformer_config
 
     model = build_gpt_model(
-        cfg, to_transformer_config(cfg, tp=tp, pp=pp), attention_backend="local",
+        cfg, to_transformer_config(cfg, tp=tp, pp=pp, first_stage_layers=first_stage_layers,
+                                   last_stage_layers=last_stage_layers), attention_backend="local",
         pre_process=parallel_state.is_pipeline_first_stage(), post_process=parallel_state.is_pipeline_last_stage(),
     )
     return model.eval()
 
 
-def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: int = 1,
-                    pp: int = 1) -> Optional[list[torch.Tensor]]:
-    """Full-vocab fp32 logits [seq, vocab] per prompt on the last pipeline stage; None on other ranks.
+def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: int = 1, pp: int = 1,
+                    first_stage_layers: Optional[int] = None,
+                    last_stage_layers: Optional[int] = None) -> Optional[list[torch.Tensor]]:
+    """Full-vocab fp32 logits [seq, vocab] per prompt (on the CPU) on the last pipeline stage; None elsewhere.
 
     Collective: every rank of a world of tp*pp*dp processes calls it.
     """
@@ -74,19 +81,24 @@ def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: i
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from nemo_terminal.checkpoint import directory as cio
+    from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.runtime import ParallelConfig, init_parallel_state
 
-    cfg = cio.read_model_config(meg_dir)
-    parallel = ParallelConfig(tp=tp, pp=pp)
+    source = open_checkpoint(meg_dir)  # ours, Megatron-LM's or Bridge's layout
+    cfg = source.cfg
+    parallel = ParallelConfig(tp=tp, pp=pp, first_stage_layers=first_stage_layers,
+                              last_stage_layers=last_stage_layers)
     parallel.check_model(cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads)
     init_parallel_state(parallel)
-    model = build_stage(cfg, tp, pp)
-    cio.load_model_weights([model], cio.resolve_checkpoint(meg_dir))
+    model = build_stage(cfg, tp, pp, first_stage_layers, last_stage_layers)
+    cio.load_model_weights([model], source.iter_dir)
+    device = current_device()
+    model = device.move(model)
     forward_backward = get_forward_backward_func()
 
     def forward_step(data_iterator, model):
         ids = next(data_iterator)
-        pos = torch.arange(ids.shape[1]).unsqueeze(0)
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         out = model(ids, pos, None)
 
         def collect(output, non_loss_data=False):
@@ -97,13 +109,13 @@ def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: i
     results = []
     with torch.no_grad():
         for ids in prompts:
-            batch = torch.tensor([list(ids)])
+            batch = device.move(torch.tensor([list(ids)]))
             got = forward_backward(
                 forward_step_func=forward_step, data_iterator=iter([batch]), model=[model], num_microbatches=1,
                 seq_length=batch.shape[1], micro_batch_size=1, forward_only=True, collect_non_loss_data=True,
             )
             if parallel_state.is_pipeline_last_stage():
-                results.append(got[0][0].float())
+                results.append(got[0][0].float().cpu())
     return results if parallel_state.is_pipeline_last_stage() else None
 
 

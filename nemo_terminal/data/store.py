@@ -2,13 +2,15 @@
 
 Layout of a dataset directory (all arrays little-endian .npy):
 
-    manifest.json   format, tokenizer_hash, seq_length, pad_multiple, cp/tp/sp, pad_id, seed,
+    manifest.json   format, tokenizer_hash, seq_length, pad_multiple, cp/tp/sp, pad_id, seed, thinking,
                     config, inputs, num_bins, num_docs, num_tokens (written last: its presence
                     marks a complete dataset)
     tokens.npy      int32 [N]    every document's tokens, each padded to pad_multiple, bin after bin
     loss_mask.npy   uint8 [N]    1 where the token is a training target
     docs.npy        int64 [D,3]  per document: (start offset into tokens, unpadded len, padded len)
     bins.npy        int64 [B+1]  bin i holds docs[bins[i]:bins[i+1]]
+    bin_origin.npy  int32 [B]    index into manifest["origins"] of bin i's origin (only when the
+                                 manifest lists origins: each bin holds documents of one origin)
     report.json     written by prepare (optional for readers)
 
 The writer streams: arrays are appended as raw bytes behind a fixed-size .npy header that is
@@ -29,10 +31,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.output_dir import publish
 
 FORMAT = "nemo_terminal.packed/1"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
+BIN_ORIGIN = "bin_origin.npy"
 _ARRAYS = {  # name -> (dtype, trailing shape)
     "tokens": (np.dtype("<i4"), ()),
     "loss_mask": (np.dtype("u1"), ()),
@@ -43,13 +47,13 @@ _HEADER_BYTES = 128  # fixed .npy v1.0 header size, so the header can be written
 _REQUIRED = ("tokenizer_hash", "seq_length", "pad_multiple", "pad_id")
 
 
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    """A .npy v1.0 header padded to exactly _HEADER_BYTES (np.load accepts any padding)."""
-    body = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (dtype.str, tuple(shape))
-    pad = _HEADER_BYTES - 10 - len(body) - 1
-    assert pad >= 0, f"shape {shape} too long for a fixed npy header"
-    body = body + " " * pad + "\n"
-    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+def _write_npy_header(f, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """numpy's own .npy v1.0 header, at the file's current position. numpy pads it so its length
+    does not depend on the row count (room for 21 digits), which lets the data go first: for
+    these dtypes and 1-2 dimensions it is always _HEADER_BYTES long (checked, not assumed)."""
+    start = f.tell()
+    np.lib.format.write_array_header_1_0(f, {"descr": dtype.str, "fortran_order": False, "shape": tuple(shape)})
+    assert f.tell() - start == _HEADER_BYTES, (dtype, shape, f.tell() - start)
 
 
 @dataclass
@@ -81,6 +85,7 @@ class PackedDatasetWriter:
         self._files: dict[str, Any] = {}
         self._counts = {"tokens": 0, "docs": 0}
         self._bins = [0]
+        self._bin_origins: list[int] = []
 
     def __enter__(self) -> "PackedDatasetWriter":
         if self.out_dir.exists() and not self.force:
@@ -105,8 +110,9 @@ class PackedDatasetWriter:
         with open(self.tmp_dir / name, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
 
-    def add_bin(self, docs: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> None:
-        """Append one bin: a list of (tokens int32 already padded, mask uint8, unpadded length)."""
+    def add_bin(self, docs: Sequence[tuple[np.ndarray, np.ndarray, int]], origin: int = 0) -> None:
+        """Append one bin: a list of (tokens int32 already padded, mask uint8, unpadded length),
+        all from origin number `origin` (an index into manifest["origins"], when there are any)."""
         if not docs:
             raise ValueError("a bin must hold at least one document")
         multiple = self.manifest.get("pad_multiple")
@@ -128,16 +134,20 @@ class PackedDatasetWriter:
         self._counts["tokens"] += total
         self._counts["docs"] += len(docs)
         self._bins.append(self._counts["docs"])
+        self._bin_origins.append(int(origin))
 
     def _close_arrays(self) -> None:
         shapes = {"tokens": (self._counts["tokens"],), "loss_mask": (self._counts["tokens"],),
                   "docs": (self._counts["docs"], 3)}
         for name, f in self._files.items():
             f.seek(0)
-            f.write(_npy_header(_ARRAYS[name][0], shapes[name]))
+            _write_npy_header(f, _ARRAYS[name][0], shapes[name])
             f.close()
         self._files.clear()
         np.save(self.tmp_dir / "bins.npy", np.asarray(self._bins, dtype="<i8"))
+        if "origins" in self.manifest:
+            assert all(0 <= o < len(self.manifest["origins"]) for o in self._bin_origins), "bin of an unlisted origin"
+            np.save(self.tmp_dir / BIN_ORIGIN, np.asarray(self._bin_origins, dtype="<i4"))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
@@ -154,9 +164,7 @@ class PackedDatasetWriter:
                                  num_tokens=self._counts["tokens"])
             with open(self.tmp_dir / MANIFEST, "w") as f:  # last: marks the dataset complete
                 json.dump(self.manifest, f, indent=2, sort_keys=True)
-            if self.out_dir.exists():
-                shutil.rmtree(self.out_dir)
-            os.replace(self.tmp_dir, self.out_dir)
+            publish(self.tmp_dir, self.out_dir)  # the old dataset is moved aside, then removed
         except BaseException:
             for f in self._files.values():
                 f.close()
@@ -186,6 +194,16 @@ class PackedDataset:
         self.tokens, self.loss_mask = arrays["tokens"], arrays["loss_mask"]
         self.docs = np.asarray(arrays["docs"])  # small: D x 3 int64, kept in memory for fast lookups
         self.bins = np.asarray(arrays["bins"])
+        self.bin_origin: Optional[np.ndarray] = None  # datasets written before origins have none
+        if "origins" in self.manifest:
+            try:
+                self.bin_origin = np.load(self.path / BIN_ORIGIN)
+            except (OSError, ValueError) as e:
+                raise UserError(f"incomplete or corrupt dataset {self.path}: {e}; re-run prepare") from e
+            if len(self.bin_origin) != len(self.bins) - 1 or (
+                    len(self.bin_origin) and not 0 <= self.bin_origin.min() <= self.bin_origin.max()
+                    < len(self.manifest["origins"])):
+                raise UserError(f"corrupt dataset {self.path}: {BIN_ORIGIN} disagrees with {MANIFEST}; re-run prepare")
         self._validate()
         self.report: Optional[dict[str, Any]] = None
         if (self.path / REPORT).exists():
@@ -212,6 +230,20 @@ class PackedDataset:
 
     def __reduce__(self):  # DataLoader workers reopen the memory map instead of copying the data
         return (PackedDataset, (str(self.path),))
+
+    @property
+    def origins(self) -> list[str]:
+        """Names of the sub-datasets (e.g. `skill_based_medium/networking`); [] for older datasets."""
+        return list(self.manifest.get("origins") or [])
+
+    def origin_bins(self, name: str) -> np.ndarray:
+        """Sorted ids of the bins of origin `name`, or of every origin under it when `name` is a
+        prefix ending at a `/` boundary (`skill_based_medium` selects all its domains)."""
+        chosen = [i for i, o in enumerate(self.origins) if o == name or o.startswith(name.rstrip("/") + "/")]
+        if not chosen:
+            have = self.origins or "no origins (prepared before origins were recorded: prepare it again)"
+            raise UserError(f"{self.path}: no origin {name!r}; it has {have}")
+        return np.flatnonzero(np.isin(self.bin_origin, chosen))
 
     @property
     def seq_length(self) -> int:

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
 
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.attention_cp import AttentionPlan, build_plan, gather_full_sequence, plan_for_step
+from nemo_terminal.models.attention_cp import (SegmentTable, build_segment_table, gather_full_sequence,
+                                               segment_table_for_step)
+from nemo_terminal.runtime.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,11 @@ def sdpa_segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     return out.squeeze(0).transpose(0, 1)
 
 
-def attend_segments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float,
+def attend_segments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: SegmentTable, scale: float,
                     kernel: Kernel) -> torch.Tensor:
     """q [T, h, d] local rows, k/v [T_full, g, d] full coordinates -> [T, h, d]; padding rows zero."""
     pieces, cursor = [], 0
-    for seg in plan.segments:
+    for seg in table.segments:
         if seg.q_start > cursor:
             pieces.append(q.new_zeros((seg.q_start - cursor, *q.shape[1:-1], v.shape[-1])))
         kv = slice(seg.kv_start, seg.kv_start + seg.n_kv)
@@ -90,31 +92,33 @@ def attend_segments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Att
     return torch.cat(pieces, dim=0)
 
 
-@functools.lru_cache(maxsize=1)
-def _compiled_flex():
+@functools.lru_cache(maxsize=2)
+def _flex(compiled: bool):
     from torch.nn.attention.flex_attention import flex_attention
 
     # Eager flex materializes the score matrix; compiled, it is a fused block-sparse kernel.
-    return torch.compile(flex_attention, dynamic=False) if torch.cuda.is_available() else flex_attention
+    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
 
 
-def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float) -> torch.Tensor:
+def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: SegmentTable, scale: float) -> torch.Tensor:
     """One FlexAttention call over the whole micro-batch with a document-causal block mask."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     dev = q.device
-    q_doc, q_off, q_real = (torch.as_tensor(a, device=dev) for a in plan.token_doc_and_offset(plan.local_positions.numpy()))
-    k_doc, k_off, k_real = (torch.as_tensor(a, device=dev) for a in plan.token_doc_and_offset(
-        torch.arange(plan.num_full).numpy()))
+    on_accelerator = Device(dev).is_accelerator
+    q_doc, q_off, q_real = (torch.as_tensor(a, device=dev)
+                            for a in table.token_doc_and_offset(table.local_positions.numpy()))
+    k_doc, k_off, k_real = (torch.as_tensor(a, device=dev) for a in table.token_doc_and_offset(
+        torch.arange(table.num_full).numpy()))
 
     def mask_mod(b, h, qi, ki):
         return (q_doc[qi] == k_doc[ki]) & (k_off[ki] <= q_off[qi]) & q_real[qi] & k_real[ki]
 
     # Compiled on CUDA so the mask is evaluated block by block, never as a [T, T_full] tensor.
     block_mask = create_block_mask(mask_mod, None, None, q.shape[0], k.shape[0], device=dev,
-                                   _compile=dev.type == "cuda")
+                                   _compile=on_accelerator)
     q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
-    out = _compiled_flex()(q4, k4, v4, block_mask=block_mask, scale=scale, enable_gqa=True)
+    out = _flex(on_accelerator)(q4, k4, v4, block_mask=block_mask, scale=scale, enable_gqa=True)
     out = out.squeeze(0).transpose(0, 1)
     return out * q_real[:, None, None].to(out.dtype)  # fully masked rows: zero, like the other kernels
 
@@ -124,24 +128,24 @@ def resolve_kernel(kernel: str, device: torch.device) -> str:
     if kernel not in KERNELS:
         raise UserError(f"attention kernel must be one of {KERNELS}, got {kernel!r}")
     if kernel == "auto":
-        return "sdpa" if device.type == "cuda" else "reference"
+        return "sdpa" if Device(device).is_accelerator else "reference"
     return kernel
 
 
-def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan, scale: float,
+def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: SegmentTable, scale: float,
                      kernel: str = "auto", cp_group=None) -> torch.Tensor:
     """Document-causal attention of local THD rows: q [T, h, d], k/v [T, g, d] -> [T, h, d].
 
     With a CP group of size > 1, k/v are this rank's zigzag share and are gathered first.
     """
     if cp_group is not None and cp_group.size() > 1:
-        kv = gather_full_sequence(torch.cat([k, v], dim=-1), plan, cp_group)  # one collective, not two
+        kv = gather_full_sequence(torch.cat([k, v], dim=-1), table, cp_group)  # one collective, not two
         k, v = kv.split([k.shape[-1], v.shape[-1]], dim=-1)
-    assert k.shape[0] == plan.num_full, (k.shape, plan.num_full)
+    assert k.shape[0] == table.num_full, (k.shape, table.num_full)
     name = resolve_kernel(kernel, q.device)
     if name == "flex":
-        return flex_attend(q, k, v, plan, scale)
-    return attend_segments(q, k, v, plan, scale, reference_segment if name == "reference" else sdpa_segment)
+        return flex_attend(q, k, v, table, scale)
+    return attend_segments(q, k, v, table, scale, reference_segment if name == "reference" else sdpa_segment)
 
 
 class TorchCoreAttention(MegatronModule):
@@ -200,14 +204,14 @@ class TorchCoreAttention(MegatronModule):
                 raise ValueError("attention_backend=torch is self-attention: cu_seqlens_kv must equal cu_seqlens_q")
             if query.dim() == 4:  # [T, 1, h, d] where a caller did not squeeze
                 query, key, value = query.squeeze(1), key.squeeze(1), value.squeeze(1)
-            plan = plan_for_step(p.cu_seqlens_q, p.cu_seqlens_q_padded, query.shape[0], cp_size, cp_rank)
-            out = packed_attention(query, key, value, plan, self.softmax_scale, self.kernel, self.cp_group)
+            table = segment_table_for_step(p.cu_seqlens_q, p.cu_seqlens_q_padded, query.shape[0], cp_size, cp_rank)
+            out = packed_attention(query, key, value, table, self.softmax_scale, self.kernel, self.cp_group)
             return out.reshape(out.shape[0], -1)
         # SBHD: each batch row is one document spanning the whole sequence (zigzag-split under CP,
         # as megatron's rope assumes for unpacked CP).
         s = query.shape[0]
         full = torch.tensor([0, s * cp_size])
-        plan = build_plan(full, full, s, cp_size, cp_rank)
-        rows = [packed_attention(query[:, b], key[:, b], value[:, b], plan, self.softmax_scale, self.kernel,
+        table = build_segment_table(full, full, s, cp_size, cp_rank)
+        rows = [packed_attention(query[:, b], key[:, b], value[:, b], table, self.softmax_scale, self.kernel,
                                  self.cp_group) for b in range(query.shape[1])]
         return torch.stack(rows, dim=1).reshape(s, query.shape[1], -1)

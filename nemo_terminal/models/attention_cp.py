@@ -39,7 +39,7 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class AttentionPlan:
+class SegmentTable:
     """Everything the kernels need about one packed micro-batch on one CP rank."""
 
     segments: tuple[Segment, ...]
@@ -85,18 +85,18 @@ def _validate(cu: np.ndarray, cu_padded: np.ndarray, cp_size: int, num_local: in
                          "packed_seq_params disagree")
 
 
-def build_plan(
+def build_segment_table(
     cu_seqlens: torch.Tensor, cu_seqlens_padded: torch.Tensor | None, num_local: int,
     cp_size: int = 1, cp_rank: int = 0,
-) -> AttentionPlan:
+) -> SegmentTable:
     """The segments of one micro-batch on CP rank `cp_rank` (host-side: one sync for cu_seqlens)."""
     cu = cu_seqlens.detach().cpu().numpy().astype(np.int64)
     cu_padded = cu if cu_seqlens_padded is None else cu_seqlens_padded.detach().cpu().numpy().astype(np.int64)
     _validate(cu, cu_padded, cp_size, num_local)
     positions = zigzag_indices(cu_padded, cp_size, cp_rank).numpy()
     assert len(positions) == num_local
-    plan = AttentionPlan((), torch.from_numpy(positions), cu, cu_padded, cp_size)
-    doc, offset, _ = plan.token_doc_and_offset(positions)
+    table = SegmentTable((), torch.from_numpy(positions), cu, cu_padded, cp_size)
+    doc, offset, _ = table.token_doc_and_offset(positions)
     # A run breaks where the document changes or positions stop being consecutive.
     breaks = np.flatnonzero((np.diff(doc) != 0) | (np.diff(positions) != 1)) + 1
     starts = np.concatenate([[0], breaks])
@@ -108,35 +108,35 @@ def build_plan(
         n_q = min(a + (e - s), int(lens[d])) - a  # drop the run's padding rows
         if n_q > 0:
             segments.append(Segment(q_start=s, n_q=n_q, kv_start=int(cu_padded[d]), n_kv=a + n_q))
-    return AttentionPlan(tuple(segments), plan.local_positions, cu, cu_padded, cp_size)
+    return SegmentTable(tuple(segments), table.local_positions, cu, cu_padded, cp_size)
 
 
-_LAST_PLAN: list = []  # one entry: (key tensors kept alive, key, plan); every layer of a step shares it
+_LAST_TABLE: list = []  # one entry: (key tensors kept alive, key, table); every layer of a step shares it
 
 
-def plan_for_step(cu_seqlens: torch.Tensor, cu_seqlens_padded: torch.Tensor | None, num_local: int,
-                  cp_size: int, cp_rank: int) -> AttentionPlan:
-    """`build_plan`, computed once per micro-batch instead of once per layer.
+def segment_table_for_step(cu_seqlens: torch.Tensor, cu_seqlens_padded: torch.Tensor | None, num_local: int,
+                           cp_size: int, cp_rank: int) -> SegmentTable:
+    """`build_segment_table`, computed once per micro-batch instead of once per layer.
 
     The cache holds the cu_seqlens tensors themselves, so an equal id() means the same live
     object, and their _version catches in-place edits.
     """
     tensors = (cu_seqlens, cu_seqlens_padded)
     key = tuple((id(t), t._version) if t is not None else None for t in tensors) + (num_local, cp_size, cp_rank)
-    if _LAST_PLAN and _LAST_PLAN[0][1] == key:
-        return _LAST_PLAN[0][2]
-    plan = build_plan(cu_seqlens, cu_seqlens_padded, num_local, cp_size, cp_rank)
-    _LAST_PLAN[:] = [(tensors, key, plan)]
-    return plan
+    if _LAST_TABLE and _LAST_TABLE[0][1] == key:
+        return _LAST_TABLE[0][2]
+    table = build_segment_table(cu_seqlens, cu_seqlens_padded, num_local, cp_size, cp_rank)
+    _LAST_TABLE[:] = [(tensors, key, table)]
+    return table
 
 
-def dense_mask(plan: AttentionPlan) -> torch.Tensor:
+def dense_mask(table: SegmentTable) -> torch.Tensor:
     """BoolTensor [T, T_full], True where a local query may attend a full-coordinate key.
 
     O(T·T_full) memory: for tests and small inputs only; the kernels never build it.
     """
-    q_doc, q_off, q_real = plan.token_doc_and_offset(plan.local_positions.numpy())
-    k_doc, k_off, k_real = plan.token_doc_and_offset(np.arange(plan.num_full))
+    q_doc, q_off, q_real = table.token_doc_and_offset(table.local_positions.numpy())
+    k_doc, k_off, k_real = table.token_doc_and_offset(np.arange(table.num_full))
     allowed = (
         (q_doc[:, None] == k_doc[None, :]) & (k_off[None, :] <= q_off[:, None])
         & q_real[:, None] & k_real[None, :]
@@ -173,15 +173,15 @@ class _GatherSequence(torch.autograd.Function):
         return grad.chunk(size, dim=0)[group.rank()].contiguous(), None
 
 
-def gather_full_sequence(x: torch.Tensor, plan: AttentionPlan, group) -> torch.Tensor:
+def gather_full_sequence(x: torch.Tensor, table: SegmentTable, group) -> torch.Tensor:
     """[T, ...] local rows (zigzag order) -> [T_full, ...] in full coordinates, differentiably.
 
     Every rank's rows are gathered, then put back in document order so that each document's
     keys are one contiguous span [cu_seqlens_padded[i], cu_seqlens_padded[i+1]).
     """
     size = group.size()
-    assert plan.cp_size == size, (plan.cp_size, size)
+    assert table.cp_size == size, (table.cp_size, size)
     gathered = _GatherSequence.apply(x, group)  # [T_full, ...], rank after rank
-    owner_positions = torch.cat([zigzag_indices(plan.cu_seqlens_padded, size, r) for r in range(size)])
+    owner_positions = torch.cat([zigzag_indices(table.cu_seqlens_padded, size, r) for r in range(size)])
     inverse = torch.argsort(owner_positions).to(x.device)
     return gathered.index_select(0, inverse)

@@ -7,42 +7,77 @@ core attention behind `attention_backend`.
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs
-from nemo_terminal.runtime.cpu_compat import on_gpu
+from nemo_terminal.options import AttentionBackend
+from nemo_terminal.runtime.device import accelerator_present, current_device
 
-ATTENTION_BACKENDS = ("auto", "te", "torch", "local")
+log = logging.getLogger(__name__)
+
+ATTENTION_BACKENDS = AttentionBackend.values()  # the one list: nemo_terminal/options.py
+_logged: set[str] = set()  # backends already announced by this process
+
+
+def te_import_error() -> Optional[str]:
+    """Why Transformer Engine cannot run here (one line), or None when it can."""
+    if not accelerator_present():
+        return "no CUDA device is visible"
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except Exception as err:  # ImportError, or a TE build that does not match this torch: keep the reason
+        first_line = str(err).splitlines()[0][:300] if str(err) else ""
+        return f"import transformer_engine.pytorch failed: {type(err).__name__}: {first_line}"
+    return None
 
 
 def te_available() -> bool:
-    if not on_gpu():
-        return False
-    try:
-        import transformer_engine.pytorch  # noqa: F401
-    except Exception:  # ImportError, or a TE build that does not match this torch
-        return False
-    return True
+    return te_import_error() is None
 
 
-def resolve_attention_backend(backend: str) -> str:
-    """`auto` -> `te` where Transformer Engine runs, else `torch` (our packed/CP attention)."""
+def resolve_attention_backend(backend: str, sequence_parallel: bool = False) -> str:
+    """`auto` -> `te` where Transformer Engine runs, else `torch` (our packed/CP attention).
+
+    Sequence parallelism needs TE: megatron-core's torch norm (`WrappedTorchNorm`, the local
+    spec's RMSNorm) asserts it is off, so that combination is refused here with the reason.
+    """
     if backend not in ATTENTION_BACKENDS:
         raise UserError(f"model.attention_backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "te" if te_available() else _torch_or_local()
-    if backend == "te" and not te_available():
-        raise UserError("model.attention_backend=te needs a GPU with transformer_engine installed; use auto or torch")
-    return backend
+    te_error = te_import_error()
+    if backend == "te" and te_error:
+        raise UserError(f"model.attention_backend=te needs Transformer Engine on a GPU ({te_error}); "
+                        "install a TE build matching this torch, or use auto or torch")
+    resolved = backend if backend != "auto" else ("te" if te_error is None else "torch")
+    if sequence_parallel and resolved != "te":
+        why = f"model.attention_backend={backend}"
+        if backend == "auto":
+            why = f"Transformer Engine is unusable ({te_error})"
+        raise UserError(f"parallel.sequence_parallel=true needs the Transformer Engine layer spec, but {why}; "
+                        "megatron-core's torch RMSNorm cannot run sequence parallelism. Fix TE (a build matching "
+                        "this torch, see docs/cluster.md) or set parallel.sequence_parallel=false")
+    if backend == "auto" and te_error and accelerator_present():
+        log.warning("attention_backend=auto: falling back to %s because %s", resolved, te_error)
+    return resolved
 
 
-def _torch_or_local() -> str:
-    try:
-        from nemo_terminal.models import attention  # noqa: F401
-    except ImportError:
-        return "local"
-    return "torch"
+def announce_backend(backend: str) -> None:
+    """Log the chosen attention backend (and the torch backend's kernel here) once per process."""
+    if backend in _logged:
+        return
+    _logged.add(backend)
+    if backend == "te":
+        import transformer_engine
+
+        log.info("attention backend: te (Transformer Engine %s, its fused attention)", transformer_engine.__version__)
+    elif backend == "torch":
+        from nemo_terminal.models.attention import resolve_kernel
+
+        kernel = resolve_kernel("auto", current_device().torch_device)
+        log.info("attention backend: torch (nemo_terminal's packed/CP attention, kernel %s)", kernel)
+    else:
+        log.info("attention backend: local (megatron-core's unfused DotProductAttention; no packing or CP)")
 
 
 def layer_spec(backend: str):
@@ -72,7 +107,8 @@ def build_gpt_model(
     """One pipeline stage (or virtual stage) of Qwen3 as a GPTModel."""
     from megatron.core.models.gpt import GPTModel
 
-    backend = resolve_attention_backend(attention_backend)
+    backend = resolve_attention_backend(attention_backend, transformer_config.sequence_parallel)
+    announce_backend(backend)
     kwargs = dict(
         config=transformer_config,
         transformer_layer_spec=layer_spec(backend),

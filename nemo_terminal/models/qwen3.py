@@ -16,6 +16,8 @@ from typing import Any, Optional
 import torch
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.models import config_json
+from nemo_terminal.options import Recompute
 
 QWEN3_VOCAB_SIZE = 151936
 
@@ -54,26 +56,31 @@ class Qwen3Config:
     # -- HF config.json ---------------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, cfg: dict[str, Any], source: str = "config.json") -> "Qwen3Config":
+        """Either config.json form (transformers 4.51 or 5.x); see models/config_json.py for which
+        fields are modelled, ignored or refused."""
         arch = cfg.get("architectures") or []
         if cfg.get("model_type") != "qwen3" or (arch and arch[0] != "Qwen3ForCausalLM"):
             raise UserError(
                 f"{source}: model_type={cfg.get('model_type')!r} architectures={arch} is not a dense Qwen3 "
                 "(expected model_type 'qwen3', Qwen3ForCausalLM)"
             )
-        if cfg.get("attention_bias"):
-            raise UserError(f"{source}: attention_bias=true is not Qwen3 (Qwen3 has no q/k/v bias)")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        config_json.check_fixed(cfg, source)
+        shape = {f.name for f in dataclasses.fields(cls)} - {"extra", "rope_theta", "rope_scaling", "torch_dtype"}
         required = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"]
         missing = [k for k in required if k not in cfg]
         if missing:
             raise UserError(f"{source}: missing keys {missing}")
-        kwargs = {k: cfg[k] for k in names if k in cfg and cfg[k] is not None}
+        kwargs = {k: cfg[k] for k in shape if k in cfg and cfg[k] is not None}
         kwargs.setdefault("num_key_value_heads", cfg["num_attention_heads"])
         kwargs.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
-        known = names | {"architectures", "model_type"}
-        kwargs["extra"] = {k: v for k, v in cfg.items() if k not in known}
-        if "dtype" in cfg and "torch_dtype" not in cfg:
-            kwargs["torch_dtype"] = cfg["dtype"]
+        kwargs["rope_theta"], kwargs["rope_scaling"] = config_json.read_rope(cfg, source)
+        dtype = config_json.read_dtype(cfg, source)
+        if dtype is not None:
+            kwargs["torch_dtype"] = dtype
+        known = shape | {"architectures", "model_type"} | config_json.ROPE_KEYS | set(config_json.DTYPE_KEYS)
+        fixed = set(config_json.FIXED)
+        kwargs["extra"] = {k: v for k, v in cfg.items() if k not in known | fixed}
+        config_json.warn_unknown([k for k in kwargs["extra"] if k not in config_json.IGNORED], source)
         return cls(**kwargs)
 
     @classmethod
@@ -92,6 +99,8 @@ class Qwen3Config:
         return cls.from_json_file(Path(path) / "config.json", f": is {path} a Hugging Face model directory?")
 
     def to_hf_dict(self) -> dict[str, Any]:
+        """The transformers-4.51 form (`rope_theta`, `rope_scaling`, `torch_dtype`), which transformers
+        4.x (vLLM's pin) and 5.x both read: one rope description, one dtype key."""
         out: dict[str, Any] = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
         out.update(
@@ -135,12 +144,46 @@ class Qwen3Config:
         return sum(math.prod(shape) for shape in self.hf_weight_shapes().values())
 
 
+def _qwen3(layers: int, hidden: int, heads: int, ffn: int, tied: bool) -> Qwen3Config:
+    return Qwen3Config(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                       num_key_value_heads=8, head_dim=128, intermediate_size=ffn, tie_word_embeddings=tied)
+
+
+# The dense Qwen3 family (FACTS.md §3), so a recipe can be planned before its checkpoint exists.
+QWEN3_SIZES: dict[str, Qwen3Config] = {
+    "0.6b": _qwen3(28, 1024, 16, 3072, True),
+    "1.7b": _qwen3(28, 2048, 16, 6144, True),
+    "4b": _qwen3(36, 2560, 32, 9728, True),
+    "8b": _qwen3(36, 4096, 32, 12288, False),
+    "14b": _qwen3(40, 5120, 40, 17408, False),
+    "32b": _qwen3(64, 5120, 64, 25600, False),
+}
+_SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                 "intermediate_size", "vocab_size", "tie_word_embeddings")
+
+
+def qwen3_size(name: str) -> Qwen3Config:
+    """The shape of a published Qwen3 size: "8b", "Qwen3-8B", "qwen3_0.6b"."""
+    key = name.lower().removeprefix("qwen3-").removeprefix("qwen3_")
+    if key not in QWEN3_SIZES:
+        raise UserError(f"unknown Qwen3 size {name!r}; known: {', '.join(QWEN3_SIZES)}")
+    return dataclasses.replace(QWEN3_SIZES[key])
+
+
+def size_name(cfg: Qwen3Config) -> Optional[str]:
+    """The published size with exactly this shape, None for any other (a tiny test model, a fine-tune's)."""
+    shape = [getattr(cfg, f) for f in _SHAPE_FIELDS]
+    return next((n for n, c in QWEN3_SIZES.items() if [getattr(c, f) for f in _SHAPE_FIELDS] == shape), None)
+
+
 def to_transformer_config(
     cfg: Qwen3Config,
     *,
     tp: int = 1,
     pp: int = 1,
     vpp: Optional[int] = None,
+    first_stage_layers: Optional[int] = None,
+    last_stage_layers: Optional[int] = None,
     cp: int = 1,
     sequence_parallel: bool = False,
     precision: str = "fp32",
@@ -176,6 +219,8 @@ def to_transformer_config(
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         virtual_pipeline_model_parallel_size=vpp,
+        num_layers_in_first_pipeline_stage=first_stage_layers,  # uneven splits (runtime/pipeline_split.py)
+        num_layers_in_last_pipeline_stage=last_stage_layers,
         context_parallel_size=cp,
         sequence_parallel=sequence_parallel,
         bf16=bf16,
@@ -190,8 +235,8 @@ def to_transformer_config(
         kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif recompute == "selective":
         kwargs.update(recompute_granularity="selective")
-    elif recompute != "none":
-        raise UserError(f"train.recompute must be none|selective|full, got {recompute!r}")
+    else:
+        Recompute.parse(recompute, "train.recompute")  # the one list of values: nemo_terminal/options.py
     kwargs.update(overrides)
     tcfg = TransformerConfig(**kwargs)
     # GPTModel reads YaRN settings off the config; TransformerConfig has no such fields, so attach them.

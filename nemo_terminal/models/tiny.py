@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ import torch
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import QWEN3_VOCAB_SIZE, Qwen3Config
 from nemo_terminal.models.tokenizer import ENDOFTEXT_ID, IM_END_ID, write_qwen3_tokenizer
+from nemo_terminal.output_dir import HF_EXPORT, staged_output, write_export_marker
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +65,6 @@ def generation_config() -> dict:
                 do_sample=True, temperature=0.6, top_p=0.95, top_k=20)
 
 
-def prepare_out_dir(out: Path, force: bool) -> None:
-    """Create `out`, refusing a non-empty one unless forced; errors name the directory."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory; choose another path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"--out {out} is not empty; pass --force to overwrite it or choose an empty directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create --out {out}: {err.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out} is not writable; choose a directory you can write to")
-
-
 def write_tiny_model(
     out: str | Path,
     *,
@@ -99,10 +85,11 @@ def write_tiny_model(
     cfg = tiny_config(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
                       num_kv_heads=num_kv_heads, head_dim=head_dim, ffn_size=ffn_size,
                       tie_embeddings=tie_embeddings)
-    prepare_out_dir(out, force)
-    save_file(random_weights(cfg, seed), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
-    (out / "generation_config.json").write_text(json.dumps(generation_config(), indent=2) + "\n")
-    write_qwen3_tokenizer(out)
+    with staged_output(out, HF_EXPORT, force=force) as tmp:
+        save_file(random_weights(cfg, seed), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(cfg.to_hf_dict(), indent=2) + "\n")
+        (tmp / "generation_config.json").write_text(json.dumps(generation_config(), indent=2) + "\n")
+        write_qwen3_tokenizer(tmp)
+        write_export_marker(tmp, "nemo-terminal tiny-model")
     log.info("wrote a tiny Qwen3 (%d params) to %s", cfg.num_params(), out)
     return out

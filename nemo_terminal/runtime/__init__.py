@@ -11,7 +11,8 @@ from typing import Any
 
 _EXPORTS = {
     "ParallelConfig": "nemo_terminal.runtime.parallel",
-    "on_gpu": "nemo_terminal.runtime.cpu_compat",
+    "Device": "nemo_terminal.runtime.device",
+    "current_device": "nemo_terminal.runtime.device",
     "destroy": "nemo_terminal.runtime.distributed",
     "init_distributed": "nemo_terminal.runtime.distributed",
     "init_parallel_state": "nemo_terminal.runtime.distributed",

@@ -3,16 +3,18 @@
 megatron-core assumes CUDA in a few narrow places (device placement, RNG
 tracking, `Tensor.type()` strings). This module patches exactly those, and only
 when CUDA is absent, so CPU CI exercises the same megatron-core code as a GPU
-cluster. Nothing else in nemo_terminal checks for CUDA: ask `on_gpu()`.
+cluster. Nothing else in nemo_terminal checks for CUDA: ask `runtime.device`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 from torch.overrides import TorchFunctionMode
+
+from nemo_terminal.runtime.device import accelerator_present
+from nemo_terminal.runtime.megatron_compat import replace_rng_tracker
 
 _ACTIVE = False
 
@@ -25,15 +27,10 @@ _FACTORIES = {
 }
 
 
-def on_gpu() -> bool:
-    """The single device question the project asks."""
-    return torch.cuda.is_available()
-
-
 def _is_cuda(device) -> bool:
     if isinstance(device, torch.device):
         return device.type == "cuda"
-    if isinstance(device, int):
+    if isinstance(device, int) and not isinstance(device, bool):  # a bool is Tensor.to's non_blocking
         return True  # megatron passes torch.cuda.current_device() ints
     return isinstance(device, str) and device.startswith("cuda")
 
@@ -108,25 +105,13 @@ class _CpuRngTracker:
 def activate() -> None:
     """Install the CPU patches once per process. A no-op when CUDA is present."""
     global _ACTIVE
-    if _ACTIVE or on_gpu():
+    if _ACTIVE or accelerator_present():
         return
-    from megatron.core.tensor_parallel import random as mp_random
-
     torch.cuda.current_device = lambda: "cpu"  # type: ignore[assignment]
     torch.cuda.synchronize = lambda *a, **k: None  # type: ignore[assignment]
     torch.cuda.manual_seed = lambda *a, **k: None  # type: ignore[assignment]
     torch.cuda.manual_seed_all = lambda *a, **k: None  # type: ignore[assignment]
-    mp_random.CudaRNGStatesTracker = _CpuRngTracker  # type: ignore[misc]
-    mp_random._CUDA_RNG_STATE_TRACKER = _CpuRngTracker()
-    mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
-    mp_random.initialize_rng_tracker = functools.partial(_keep_tracker)  # type: ignore[assignment]
+    replace_rng_tracker(_CpuRngTracker)
     _CudaToCpu().__enter__()  # process-wide for the rest of this process
     _ACTIVE = True
 
-
-def _keep_tracker(*args, force_reset: bool = False, **kwargs) -> None:
-    from megatron.core.tensor_parallel import random as mp_random
-
-    if force_reset or mp_random._CUDA_RNG_STATE_TRACKER is None:
-        mp_random._CUDA_RNG_STATE_TRACKER = _CpuRngTracker()
-    mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True

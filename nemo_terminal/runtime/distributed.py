@@ -8,10 +8,10 @@ import os
 import socket
 import subprocess
 
-import torch
 import torch.distributed as dist
 
-from nemo_terminal.runtime import cpu_compat
+from nemo_terminal.runtime import cpu_compat, megatron_compat
+from nemo_terminal.runtime.device import select_device
 from nemo_terminal.runtime.parallel import ParallelConfig
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,8 @@ def init_distributed(timeout_minutes: int = 30) -> tuple[int, int]:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
-    backend = "nccl" if cpu_compat.on_gpu() else "gloo"
-    if cpu_compat.on_gpu():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    device = select_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=device.backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -67,6 +65,7 @@ def init_parallel_state(parallel: ParallelConfig, seed: int = 1234) -> None:
     from megatron.core import parallel_state, tensor_parallel
 
     init_distributed()
+    megatron_compat.check_version()  # one warning on an untested megatron-core, nothing else
     parallel.dp(dist.get_world_size())  # raises on an impossible layout
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()

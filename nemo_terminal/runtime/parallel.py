@@ -2,10 +2,13 @@
 
 
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.options import check_int
+from nemo_terminal.runtime.pipeline_split import stage_layers
 
 
 @dataclass
@@ -15,18 +18,25 @@ class ParallelConfig:
     tp: int = 1
     """Tensor parallel size. At most the number of KV groups (8 for Qwen3)."""
     pp: int = 1
-    """Pipeline parallel size. Must divide the layer count (times vpp)."""
+    """Pipeline parallel size. Must divide the layer count (times vpp), unless first_stage_layers /
+    last_stage_layers take up the remainder."""
     vpp: Optional[int] = None
     """Virtual pipeline stages per rank (interleaved 1F1B). None disables it."""
     cp: int = 1
     """Context parallel size: each document is split zigzag over cp ranks."""
     sequence_parallel: bool = False
     """Shard LayerNorm/dropout activations over TP; needs tp > 1 to matter."""
+    first_stage_layers: Optional[int] = None
+    """Decoder layers on the first pipeline stage (megatron-core's num_layers_in_first_pipeline_stage);
+    None splits evenly. For layer counts pp does not divide (28 layers at pp=8, 3 at pp=2) and to
+    lighten the stage that also holds the embedding. A multiple of vpp."""
+    last_stage_layers: Optional[int] = None
+    """Decoder layers on the last pipeline stage (num_layers_in_last_pipeline_stage), which also holds
+    the output layer and loss; None splits evenly. The other stages split what is left evenly."""
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "cp"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"parallel.{name} must be >= 1, got {getattr(self, name)}")
+            check_int(f"parallel.{name}", getattr(self, name), 1)
         if self.vpp is not None and (self.vpp < 1 or self.pp < 2):
             raise UserError(f"parallel.vpp={self.vpp} needs parallel.pp >= 2 and vpp >= 1; set vpp=null")
         if self.sequence_parallel and self.tp == 1:
@@ -53,17 +63,26 @@ class ParallelConfig:
             )
         if num_heads % self.tp:
             raise UserError(f"parallel.tp={self.tp} does not divide the {num_heads} attention heads")
-        stages = self.pp * (self.vpp or 1)
-        if num_layers % stages:
-            raise UserError(
-                f"parallel.pp={self.pp} x vpp={self.vpp or 1} does not divide the {num_layers} layers"
-            )
+        self.stage_layers(num_layers)
+
+    def stage_layers(self, num_layers: int) -> list[int]:
+        """Decoder layers on each pipeline rank; a UserError naming a working split if none."""
+        return stage_layers(num_layers, self.pp, self.vpp, self.first_stage_layers, self.last_stage_layers)
 
     def pad_multiple(self) -> int:
         """Per-document length multiple that CP zigzag and SP need: lcm(2·cp, cp·tp if SP)."""
-        import math
-
         base = 2 * self.cp if self.cp > 1 else 1
         if self.sequence_parallel:
             return math.lcm(base, self.cp * self.tp)
         return base
+
+
+def micro_batches_per_step(global_batch_size: int, micro_batch_size: int, dp: int) -> int:
+    """Micro-batches each DP rank runs per optimizer step; the one place the divisibility is checked."""
+    per_rank = micro_batch_size * dp
+    if micro_batch_size < 1 or dp < 1 or global_batch_size < 1 or global_batch_size % per_rank:
+        raise UserError(
+            f"train.global_batch_size={global_batch_size} is not divisible by "
+            f"micro_batch_size*dp = {micro_batch_size}*{dp}; make it a multiple of {max(per_rank, 1)}"
+        )
+    return global_batch_size // per_rank

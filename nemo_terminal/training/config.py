@@ -5,8 +5,8 @@ recipe and `key=value` overrides through omegaconf, so a typo'd key or a
 wrong type fails before any process group or model exists.
 """
 
-
-
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,10 +16,10 @@ from omegaconf import OmegaConf
 from nemo_terminal.configuration import load_structured
 from nemo_terminal.data.loader.config import DataConfig
 from nemo_terminal.errors import UserError
-from nemo_terminal.runtime.parallel import ParallelConfig
-
-PRECISIONS = ("bf16", "fp32")
-RECOMPUTE = ("none", "selective", "full")
+from nemo_terminal.models.qwen3 import qwen3_size
+from nemo_terminal.options import AttentionBackend, Precision, Recompute, check_int, check_number
+from nemo_terminal.output_dir import CHECKPOINT, check_output
+from nemo_terminal.runtime.parallel import ParallelConfig, micro_batches_per_step
 
 
 @dataclass
@@ -30,7 +30,12 @@ class ModelConfig:
     """A checkpoint written by `nemo-terminal import` (or a previous training run)."""
     hf_dir: Optional[str] = None
     """A Hugging Face Qwen3 directory, imported on the fly into run_dir/imported."""
-    attention_backend: str = "auto"
+    tokenizer: Optional[str] = None
+    """HF tokenizer directory, for a Megatron-LM/Bridge checkpoint in megatron_dir that has none inside."""
+    size: Optional[str] = None
+    """The Qwen3 size the recipe is written for (0.6b 1.7b 4b 8b 14b 32b). Only `plan` reads it, to
+    estimate memory before a checkpoint exists; a checkpoint's model_config.json wins and must agree."""
+    attention_backend: AttentionBackend = AttentionBackend.auto
     """auto | te | torch | local. auto = te where Transformer Engine runs, else torch."""
     yarn_factor: Optional[float] = None
     """YaRN rope scaling factor for contexts beyond 40K (e.g. 2.0 for 64K). None = plain RoPE."""
@@ -38,10 +43,16 @@ class ModelConfig:
     """The context length the base model's RoPE was trained at; YaRN stretches from it."""
 
     def __post_init__(self) -> None:
-        if self.attention_backend not in ("auto", "te", "torch", "local"):
-            raise UserError(f"model.attention_backend must be auto|te|torch|local, got {self.attention_backend!r}")
-        if self.yarn_factor is not None and self.yarn_factor <= 1.0:
-            raise UserError(f"model.yarn_factor must be > 1 (got {self.yarn_factor}); use null to disable YaRN")
+        self.attention_backend = AttentionBackend.parse(self.attention_backend, "model.attention_backend")
+        if self.size is not None:
+            try:
+                qwen3_size(self.size)
+            except UserError as err:
+                raise UserError(f"model.size: {err}") from None
+        if self.yarn_factor is not None and not (math.isfinite(self.yarn_factor) and self.yarn_factor > 1.0):
+            raise UserError(f"model.yarn_factor must be a finite number > 1 (got {self.yarn_factor}); "
+                            "use null to disable YaRN")
+        check_int("model.yarn_original_max_position", self.yarn_original_max_position, 1)
 
 
 @dataclass
@@ -57,20 +68,26 @@ class TrainConfig:
     epochs: float = 2.0
     """Passes over the training bins (paper: 2)."""
     lr: float = 2e-5
+    """Peak learning rate, reached after warm-up (paper: 2e-5)."""
     min_lr: float = 0.0
     """Floor of the cosine decay."""
     warmup_fraction: float = 0.1
     """Fraction of total steps with linear warm-up from 0."""
     weight_decay: float = 1e-4
+    """AdamW decoupled weight decay (paper: 1e-4)."""
     adam_beta1: float = 0.9
+    """AdamW first-moment decay, in [0, 1) (paper: 0.9)."""
     adam_beta2: float = 0.95
+    """AdamW second-moment decay, in [0, 1) (paper: 0.95)."""
     adam_eps: float = 1e-8
+    """AdamW denominator epsilon, > 0."""
     clip_grad: float = 1.0
     """Global gradient-norm clip; 0 disables."""
     seed: int = 1234
-    precision: str = "bf16"
+    """Seeds megatron's model-parallel RNG (initialization, dropout); the data order has data.seed."""
+    precision: Precision = Precision.bf16
     """bf16 (bf16 weights, fp32 master weights and grads reduction) | fp32 (CPU tests)."""
-    recompute: str = "none"
+    recompute: Recompute = Recompute.none
     """none | selective (attention core) | full (every layer's activations) — trades compute for memory."""
     eval_interval: int = 0
     """Validation loss (data.val_fraction / data.val_path) every N steps and after the last; 0 = only
@@ -79,33 +96,32 @@ class TrainConfig:
     """Steps with NaN/Inf loss or grad norm are skipped; this many in a row stops the run."""
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UserError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.recompute not in RECOMPUTE:
-            raise UserError(f"train.recompute must be one of {RECOMPUTE}, got {self.recompute!r}")
-        if self.global_batch_size < 1 or self.micro_batch_size < 1:
-            raise UserError("train.global_batch_size and train.micro_batch_size must be >= 1")
-        if self.max_steps is None and self.epochs <= 0:
-            raise UserError("set train.max_steps or a positive train.epochs")
-        if not 0 <= self.warmup_fraction < 1:
-            raise UserError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.eval_interval < 0:
-            raise UserError(f"train.eval_interval must be >= 0, got {self.eval_interval}")
-        if self.min_lr > self.lr:
-            raise UserError(f"train.min_lr={self.min_lr} is above train.lr={self.lr}")
+        self.precision = Precision.parse(self.precision, "train.precision")
+        self.recompute = Recompute.parse(self.recompute, "train.recompute")
+        check_int("train.global_batch_size", self.global_batch_size, 1)
+        check_int("train.micro_batch_size", self.micro_batch_size, 1)
+        check_int("train.max_steps", self.max_steps, 1, "set null to train for train.epochs", optional=True)
+        check_number("train.epochs", self.epochs, low=0, low_open=True, fix="or set train.max_steps")
+        check_number("train.lr", self.lr, low=0, low_open=True, fix="the paper used 2e-5")
+        check_number("train.min_lr", self.min_lr, low=0, high=self.lr, fix="the cosine floor, at most train.lr")
+        check_number("train.warmup_fraction", self.warmup_fraction, low=0, high=1, high_open=True)
+        check_number("train.weight_decay", self.weight_decay, low=0, fix="0 disables weight decay")
+        for name in ("adam_beta1", "adam_beta2"):
+            check_number(f"train.{name}", getattr(self, name), low=0, high=1, high_open=True)
+        check_number("train.adam_eps", self.adam_eps, low=0, low_open=True)
+        check_number("train.clip_grad", self.clip_grad, low=0, fix="0 disables clipping")
+        check_int("train.seed", self.seed, 0)
+        check_int("train.eval_interval", self.eval_interval, 0, "0 evaluates after the last step only")
+        check_int("train.max_consecutive_skips", self.max_consecutive_skips, 1)
 
     def micro_batches_per_step(self, dp: int) -> int:
-        per_rank = self.micro_batch_size * dp
-        if self.global_batch_size % per_rank:
-            raise UserError(
-                f"train.global_batch_size={self.global_batch_size} is not divisible by "
-                f"micro_batch_size*dp = {self.micro_batch_size}*{dp}"
-            )
-        return self.global_batch_size // per_rank
+        return micro_batches_per_step(self.global_batch_size, self.micro_batch_size, dp)
 
 
 @dataclass
 class CheckpointConfig:
+    """When to save, how many to keep, where to resume from."""
+
     save_interval: int = 0
     """Save every N steps; 0 saves only at the end."""
     save_final: bool = True
@@ -119,31 +135,52 @@ class CheckpointConfig:
     slower and memory-hungry at scale). Off: resume keeps TP/PP but may change DP. Model weights
     load at any TP/PP either way (model.megatron_dir=<a run_dir> starts a new run from them).
     Needs TE's or apex's fused Adam (megatron-core 0.16 cannot load it into torch.optim.AdamW)."""
+    verify_hashes: bool = True
+    """Check every file's content hash (recorded at save) before loading a checkpoint; false skips
+    the hashing (sizes and the restricted unpickler are still checked). See docs/reliability.md."""
 
     def __post_init__(self) -> None:
-        if self.save_interval < 0 or self.keep_last < 1:
-            raise UserError("checkpoint.save_interval must be >= 0 and checkpoint.keep_last >= 1")
+        check_int("checkpoint.save_interval", self.save_interval, 0, "0 saves only at the end")
+        check_int("checkpoint.keep_last", self.keep_last, 1)
+        if not self.resume:
+            raise UserError("checkpoint.resume is empty; use auto, never or a checkpoint directory")
 
 
 @dataclass
 class LogConfig:
+    """What a run reports besides metrics.jsonl."""
+
     interval: int = 1
     """Rank 0 prints a line every N steps (metrics.jsonl gets every step)."""
     tensorboard: bool = False
+    """Also write TensorBoard scalars under run_dir/tensorboard."""
     wandb: bool = False
+    """Also log to Weights & Biases (needs `wandb` installed and logged in)."""
     wandb_project: str = "nemo-terminal"
+    """The W&B project runs are logged to."""
+
+    def __post_init__(self) -> None:
+        check_int("log.interval", self.interval, 1, "1 prints every step")
 
 
 @dataclass
 class Config:
+    """A training run: where it writes, and the parts above."""
+
     run_dir: str = "runs/default"
     """Checkpoints, metrics.jsonl and the resolved config.yaml go here."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Weights and attention."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Prepared datasets, mixture, curriculum, validation."""
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """TP/PP/VPP/CP layout; dp is the rest of the world size."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimization."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Saving, pruning and resuming."""
     log: LogConfig = field(default_factory=LogConfig)
+    """Console, TensorBoard and W&B reporting."""
 
 
 def load_config(path: "Optional[str | Path]" = None, overrides: Optional[list[str]] = None) -> Config:
@@ -152,6 +189,21 @@ def load_config(path: "Optional[str | Path]" = None, overrides: Optional[list[st
     if bool(cfg.model.megatron_dir) == bool(cfg.model.hf_dir):
         raise UserError("set exactly one of model.megatron_dir (from `nemo-terminal import`) or model.hf_dir")
     return cfg
+
+
+def check_run_paths(cfg: Config) -> None:
+    """Before any work: the inputs exist, and run_dir is writable and apart from every input
+    (pruning and the on-the-fly import write there)."""
+    inputs = {"model.megatron_dir": cfg.model.megatron_dir, "model.hf_dir": cfg.model.hf_dir,
+              "model.tokenizer": cfg.model.tokenizer, "data.path": cfg.data.path, "data.val_path": cfg.data.val_path}
+    inputs.update({f"data.datasets[{i}].path": d.path for i, d in enumerate(cfg.data.datasets)})
+    inputs.update({f"data.stages[{s}].datasets[{i}].path": d.path
+                   for s, stage in enumerate(cfg.data.stages) for i, d in enumerate(stage.datasets)})
+    for key, value in inputs.items():
+        if value and not os.path.exists(value):
+            raise UserError(f"{key}={value} does not exist; check the path")
+    check_output(cfg.run_dir, CHECKPOINT, inputs=[v for v in inputs.values() if v], refuse_existing=False,
+                 flag="run_dir")
 
 
 def to_yaml(cfg: Config) -> str:

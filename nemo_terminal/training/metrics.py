@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.training.config import Config
 
@@ -45,6 +45,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.path = Path(cfg.run_dir) / "metrics.jsonl"
+        keep_rows_up_to(self.path, start_step)
         if cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -95,19 +96,28 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def keep_rows_up_to(path: Path, step: int) -> None:
+    """On a (re)start at `step`: rows of later steps came from a run that was killed before its next
+    checkpoint, or was rolled back; they move to metrics.superseded.jsonl so that metrics.jsonl
+    keeps exactly one row per step (the resumed run logs those steps again)."""
+    if not path.is_file():
+        return
+    kept, dropped = [], []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            (kept if json.loads(line).get("step", 0) <= step else dropped).append(line)
+    if not dropped:
+        return
+    with open(path.with_name("metrics.superseded.jsonl"), "a") as f:
+        f.write("".join(line + "\n" for line in dropped))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+    log.info("metrics.jsonl: %d rows after step %d moved to metrics.superseded.jsonl", len(dropped), step)
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def peak_flops(on_gpu: bool) -> Optional[float]:
-    """Dense bf16 peak of the local GPU, for MFU. None on CPU (MFU is not reported)."""
-    if not on_gpu:
-        return None
-    import torch
-
-    name = torch.cuda.get_device_name()
-    for key, tflops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("B200", 2250e12)):
-        if key in name:
-            return tflops
-    return None

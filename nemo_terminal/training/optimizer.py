@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from nemo_terminal.runtime import megatron_compat
 from nemo_terminal.training.config import TrainConfig
 
 
@@ -23,10 +24,10 @@ def build_optimizer(train: TrainConfig, tcfg, model_chunks: list):
 
 def build_scheduler(optimizer, train: TrainConfig, total_steps: int):
     """Linear warm-up from 0 over warmup_fraction of the steps, then cosine to min_lr."""
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+    from nemo_terminal.training.schedule import ReplannableScheduler
 
     warmup = int(round(train.warmup_fraction * total_steps))
-    return OptimizerParamScheduler(
+    return ReplannableScheduler(
         optimizer, init_lr=0.0, max_lr=train.lr, min_lr=train.min_lr, lr_warmup_steps=warmup,
         lr_decay_steps=total_steps, lr_decay_style="cosine", start_wd=train.weight_decay,
         end_wd=train.weight_decay, wd_incr_steps=total_steps, wd_incr_style="constant",
@@ -40,26 +41,16 @@ def step_if_finite(optimizer, clip_grad: float) -> float:
     its steps in the same order (main grads, one global norm, clip by that norm, update) but
     checks the norm first, computing it once. Returns the norm.
     """
-    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
-
-    optimizer.prepare_grads()
-    norm = float(optimizer.get_grad_norm())
+    norm = megatron_compat.prepare_and_norm(optimizer)
     if not math.isfinite(norm):
         return norm
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        params = opt.get_parameters()
-        if clip_grad > 0 and params and not getattr(opt, "is_stub_optimizer", False):
-            clip_grad_by_total_norm_fp32(
-                params, max_norm=clip_grad, total_norm=norm,
-                use_decoupled_grad=opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8,
-            )
-    optimizer.step_with_ready_grads()
+    megatron_compat.clip_to_norm(optimizer, clip_grad, norm)
+    megatron_compat.step_with_ready_grads(optimizer)
     return norm
 
 
 def uses_torch_adam(optimizer) -> bool:
-    return any(isinstance(getattr(o, "optimizer", None), (torch.optim.Adam, torch.optim.AdamW))
-               for o in getattr(optimizer, "chained_optimizers", [optimizer]))
+    return bool(megatron_compat.torch_adam_optimizers(optimizer))
 
 
 def init_torch_adam_state(optimizer, updates: int = 0, overwrite_step: bool = False) -> None:
@@ -73,10 +64,7 @@ def init_torch_adam_state(optimizer, updates: int = 0, overwrite_step: bool = Fa
     to the number of optimizer updates actually taken. TE/apex optimizers keep
     their step in the param groups and are untouched.
     """
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
-        inner = getattr(opt, "optimizer", None)
-        if not isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
-            continue
+    for inner in megatron_compat.torch_adam_optimizers(optimizer):
         for group in inner.param_groups:
             for p in group["params"]:
                 st = inner.state[p]

@@ -8,8 +8,10 @@ tp/pp/cp/vpp = the parallel layout, dp = num_gpus / (tp·pp·cp).
 
 Model state (megatron-core DDP + distributed optimizer, as the trainer builds them):
 
-    P_stage  = L/pp · (layer_tp / tp + 2h + 2d) + [V·h/tp embedding | V·h/tp output + h final norm]
+    P_stage  = L_s · (layer_tp / tp + 2h + 2d) + [V·h/tp embedding | V·h/tp output + h final norm]
                layer_tp = h·d·(a + 2k) + a·d·h + 3·h·f        (q,k,v + o + SwiGLU gate,up,down)
+    (L_s = L/pp, or the stage's own count under parallel.first_stage_layers/last_stage_layers;
+    with pp > 2 the largest middle stage is planned too, with the first stage's micro-batches in flight)
     weights  = P_stage · 2                 (bf16; 4 in fp32)
     grads    = P_stage · 4                 (fp32 main-grad buffer: grad_reduce_in_fp32=True)
     optimizer= P_stage · 12 / (dp·cp)      (fp32 master + Adam m + v, sharded over the DP×CP group;
@@ -59,35 +61,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
-from nemo_terminal.runtime.parallel import ParallelConfig
+from nemo_terminal.options import Precision, Recompute
+from nemo_terminal.runtime.parallel import ParallelConfig, micro_batches_per_step
 
 GIB = 1024**3
 WORKSPACE_GIB = 6.0
-
-
-def _qwen3(layers: int, hidden: int, heads: int, ffn: int, tied: bool) -> Qwen3Config:
-    return Qwen3Config(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                       num_key_value_heads=8, head_dim=128, intermediate_size=ffn, tie_word_embeddings=tied)
-
-
-# The dense Qwen3 family (FACTS.md §3), so a recipe can be planned before its checkpoint exists.
-QWEN3_SIZES: dict[str, Qwen3Config] = {
-    "0.6b": _qwen3(28, 1024, 16, 3072, True),
-    "1.7b": _qwen3(28, 2048, 16, 6144, True),
-    "4b": _qwen3(36, 2560, 32, 9728, True),
-    "8b": _qwen3(36, 4096, 32, 12288, False),
-    "14b": _qwen3(40, 5120, 40, 17408, False),
-    "32b": _qwen3(64, 5120, 64, 25600, False),
-}
-
-
-def qwen3_size(name: str) -> Qwen3Config:
-    key = name.lower().removeprefix("qwen3-").removeprefix("qwen3_")
-    if key not in QWEN3_SIZES:
-        raise UserError(f"unknown Qwen3 size {name!r}; known: {', '.join(QWEN3_SIZES)}")
-    return QWEN3_SIZES[key]
 
 
 @dataclass
@@ -101,8 +80,8 @@ class PlanInput:
     num_gpus: int
     micro_batch_size: int = 1
     global_batch_size: int = 128
-    precision: str = "bf16"
-    recompute: str = "none"
+    precision: Precision = Precision.bf16
+    recompute: Recompute = Recompute.none
     fused_attention: bool = True
     """False only for megatron's local (unfused) attention, which stores the s² score matrix."""
     workspace_gib: float = WORKSPACE_GIB
@@ -124,20 +103,29 @@ class MemoryPlan:
 
 
 def layer_params_per_rank(m: Qwen3Config, tp: int) -> int:
-    """One decoder layer's parameters held by one TP rank (norm weights are replicated)."""
-    h, a, k, d, f = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
-    sharded = h * d * (a + 2 * k) + a * d * h + 3 * h * f
-    return sharded // tp + 2 * h + 2 * d
+    """One decoder layer's parameters held by one TP rank: its matrices are split over TP, its norm
+    weights replicated. Counted from the model's own tensor shapes (Qwen3Config.hf_weight_shapes)."""
+    layer0 = [shape for name, shape in m.hf_weight_shapes().items() if name.startswith("model.layers.0.")]
+    return sum(math.prod(shape) // (tp if len(shape) == 2 else 1) for shape in layer0)
+
+
+def stage_layer_count(m: Qwen3Config, p: ParallelConfig, stage: str) -> int:
+    """Decoder layers on the `first`, `middle` (the largest), `last` or `only` stage; uneven splits
+    (parallel.first_stage_layers/last_stage_layers) give the edges their own counts."""
+    counts = p.stage_layers(m.num_hidden_layers)
+    return {"first": counts[0], "last": counts[-1], "only": counts[0]}.get(stage, max(counts[1:-1] or [0]))
 
 
 def stage_params(m: Qwen3Config, p: ParallelConfig, stage: str) -> int:
-    """Parameters of one rank on the `first` or `last` pipeline stage."""
+    """Parameters of one rank on the `first`, `middle` or `last` pipeline stage."""
     v_h = m.vocab_size * m.hidden_size // p.tp
-    n = m.num_hidden_layers // p.pp * layer_params_per_rank(m, p.tp)
+    n = stage_layer_count(m, p, "only" if p.pp == 1 else stage) * layer_params_per_rank(m, p.tp)
     if p.pp == 1:
         return n + v_h + (0 if m.tie_word_embeddings else v_h) + m.hidden_size
     if stage == "first":
         return n + v_h
+    if stage == "middle":
+        return n
     return n + v_h + m.hidden_size  # output layer (or the tied embedding's copy) + final norm
 
 
@@ -166,8 +154,9 @@ def in_flight_micro_batches(p: ParallelConfig, micro_batches_per_step: int) -> f
 
 def _activations(inp: PlanInput, micro_batches: int, stage: str) -> tuple[float, float]:
     m, p = inp.model, inp.parallel
-    layers = m.num_hidden_layers // p.pp
-    flight = in_flight_micro_batches(p, micro_batches) if stage == "first" else 1.0
+    layers = stage_layer_count(m, p, stage)
+    # A middle stage holds at most as many micro-batches as the first: counted as many (an upper bound).
+    flight = in_flight_micro_batches(p, micro_batches) if stage in ("first", "middle") else 1.0
     full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, inp.fused_attention)
     if inp.recompute == "selective":
         full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, True)
@@ -187,11 +176,12 @@ def estimate(inp: PlanInput) -> MemoryPlan:
     weight_bytes, opt_bytes = (2, 12) if inp.precision == "bf16" else (4, 8)
     tokens = inp.micro_batch_size * inp.seq_length / p.cp
     plans = []
-    for stage in (("first", "last") if p.pp > 1 else ("only",)):
+    stages = ("first", "middle", "last") if p.pp > 2 else ("first", "last") if p.pp == 2 else ("only",)
+    for stage in stages:
         params = stage_params(m, p, "last" if stage == "only" else stage)
         act, flight = _activations(inp, micro_batches, stage)
         logits = 0.0
-        if stage != "first":
+        if stage in ("last", "only"):
             logits = tokens * m.vocab_size / p.tp * 6 + tokens * 4 * m.hidden_size / (
                 p.tp if p.sequence_parallel else 1)
         components = {
@@ -209,11 +199,7 @@ def estimate(inp: PlanInput) -> MemoryPlan:
 
 
 def _micro_batches(inp: PlanInput, dp: int) -> int:
-    per_rank = inp.micro_batch_size * dp
-    if inp.global_batch_size % per_rank:
-        raise UserError(f"train.global_batch_size={inp.global_batch_size} is not divisible by "
-                        f"micro_batch_size*dp = {inp.micro_batch_size}*{dp}")
-    return inp.global_batch_size // per_rank
+    return micro_batches_per_step(inp.global_batch_size, inp.micro_batch_size, dp)
 
 
 def format_table(plan: MemoryPlan, gpu_gib: float) -> str:

@@ -6,10 +6,14 @@ import signal
 import threading
 from typing import Optional
 
-import torch
 import torch.distributed as dist
 
-from nemo_terminal.runtime import on_gpu
+from nemo_terminal.runtime.device import current_device
+
+
+EXIT_PREEMPTED = 75
+"""`train`'s exit code after a preemption signal: the run saved and stopped early (sysexits.h
+EX_TEMPFAIL, "try again later"); slurm/train.sbatch requeues on it. A finished run exits 0."""
 
 
 class PreemptionFlag:
@@ -32,7 +36,8 @@ class PreemptionFlag:
         self.name = signal.Signals(signum).name
 
     def agreed(self) -> bool:
-        flag = torch.tensor([1.0 if self.name else 0.0], device="cuda" if on_gpu() else "cpu")
+        flag = current_device().zeros(1)
+        flag[0] = 1.0 if self.name else 0.0
         dist.all_reduce(flag)
         if flag.item() > 0 and not self.name:
             self.name = "a signal to another rank"

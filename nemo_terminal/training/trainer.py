@@ -23,16 +23,23 @@ import torch.distributed as dist
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
-from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0, on_gpu
-from nemo_terminal.runtime.launch import launch_rank
+from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0
+from nemo_terminal.runtime.device import current_device
+from nemo_terminal.runtime.launch import launch_rank, single_process_env
 from nemo_terminal.checkpoint import save_load as checkpoint
-from nemo_terminal.training.config import Config, to_yaml
+from nemo_terminal.checkpoint.preload import check_before_load
+from nemo_terminal.checkpoint import megatron_lm
+from nemo_terminal.checkpoint.source import CheckpointSource, open_checkpoint
+from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
+from nemo_terminal.training.config import Config, check_run_paths, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
-from nemo_terminal.training.metrics import MetricsLogger, flops_per_step, peak_flops
+from nemo_terminal.training.metrics import MetricsLogger, flops_per_step
 from nemo_terminal.training.optimizer import (
     build_optimizer, build_scheduler, init_torch_adam_state, step_if_finite, uses_torch_adam,
 )
 from nemo_terminal.training.preemption import PreemptionFlag
+from nemo_terminal.training.preflight import check_context_length
+from nemo_terminal.training.resume import resume_point
 
 log = logging.getLogger("nemo_terminal.train")
 
@@ -46,15 +53,19 @@ class Trainer:
         self.step = 0
         self.consecutive_skips = 0
         self.skipped_total = 0
+        self.stopped_by: Optional[str] = None
+        """The signal a preempted run stopped on (it saved first); None when it ran to the end."""
 
     # -- setup ----------------------------------------------------------------------------
     def setup(self) -> "Trainer":
         from megatron.core import parallel_state as ps
 
         cfg = self.cfg
+        check_run_paths(cfg)  # inputs exist, run_dir writable and apart from them: before any work
         source = self._model_source()
         _, world = init_distributed()
         dist.barrier()  # an on-the-fly import by rank 0 is complete
+        resume = self._resume_path()  # config compared and newer checkpoints rolled back before any work
         self.model_cfg = self._read_model_config(source)
         # Every layout error is raised here, before any model exists or compute starts.
         cfg.parallel.check_model(
@@ -65,6 +76,8 @@ class Trainer:
         init_parallel_state(cfg.parallel, seed=cfg.train.seed)
         assert ps.get_data_parallel_world_size() == self.dp
         self.data = self._build_data(source)
+        check_context_length(self.data.seq_length, self.model_cfg.max_position_embeddings, cfg.model.yarn_factor,
+                             cfg.model.yarn_original_max_position)
         self.total_steps = self._total_steps()
         self.tcfg = self._transformer_config()
         self.model = self._build_model()
@@ -76,17 +89,17 @@ class Trainer:
                 "to change TP/PP, start a new run from this one's weights with model.megatron_dir=<run_dir>"
             )
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_steps)
-        resume = self._resume_path()
         if resume is not None:
             self._load(resume, full=True)
         else:
-            self._load(cio.resolve_checkpoint(source), full=False)
+            self._load(self.source.iter_dir, full=False)
         if is_rank0():  # the run dir is itself a checkpoint dir: export, verify and train read it
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
             cio.write_model_config(self.run_dir, self.model_cfg)
+            cio.write_training_data(self.run_dir, self.data.thinking, [str(d.path) for d in self.data.datasets])
             if source.resolve() != self.run_dir.resolve():
-                cio.copy_tokenizer(source / cio.TOKENIZER_DIR, self.run_dir / cio.TOKENIZER_DIR)
+                cio.copy_tokenizer(self.source.require_tokenizer("model.tokenizer"), self.run_dir / cio.TOKENIZER_DIR)
         return self
 
     def _model_source(self) -> Path:
@@ -98,15 +111,14 @@ class Trainer:
             # Its own process: import builds a world of one; the other ranks wait in init_distributed.
             cmd = [sys.executable, "-m", "nemo_terminal", "import", "--hf-dir", str(self.cfg.model.hf_dir),
                    "--out", str(out), "--dtype", self.cfg.train.precision, "--force"]
-            if subprocess.run(cmd).returncode != 0:
+            if subprocess.run(cmd, env=single_process_env()).returncode != 0:
                 raise UserError(f"importing model.hf_dir={self.cfg.model.hf_dir} failed (see above)")
         return out
 
     def _read_model_config(self, source: Path) -> Qwen3Config:
-        if not (source / cio.MODEL_CONFIG).is_file():
-            raise UserError(f"model.megatron_dir={source} is not a checkpoint from `nemo-terminal import` "
-                            f"(no {cio.MODEL_CONFIG})")
-        model_cfg = cio.read_model_config(source)
+        # Ours, or a Megatron-LM/Bridge layout (checkpoint/source.py); the tokenizer may come from model.tokenizer.
+        self.source: CheckpointSource = open_checkpoint(source, self.cfg.model.tokenizer)
+        model_cfg = self.source.cfg
         if self.cfg.model.yarn_factor:
             model_cfg.rope_scaling = {
                 "rope_type": "yarn",
@@ -132,7 +144,7 @@ class Trainer:
             cp_rank=ps.get_context_parallel_rank(),
             cp_size=cfg.parallel.cp,
             required_pad_multiple=cfg.parallel.pad_multiple(),
-            tokenizer_hash=tokenizer_hash(source / cio.TOKENIZER_DIR),
+            tokenizer_hash=tokenizer_hash(self.source.require_tokenizer("model.tokenizer")),
         )
         data.setup()
         return data
@@ -154,12 +166,13 @@ class Trainer:
         p, t = self.cfg.parallel, self.cfg.train
         tcfg = to_transformer_config(
             self.model_cfg, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, sequence_parallel=p.sequence_parallel,
+            first_stage_layers=p.first_stage_layers, last_stage_layers=p.last_stage_layers,
             precision=t.precision, recompute=t.recompute,
         )
         tcfg.finalize_model_grads_func = finalize_model_grads
         # Batched p2p posts a send and a recv to the same peer at once (pp=2, interleaved);
         # gloo may match them crosswise, swapping activations and gradients. NCCL does not.
-        tcfg.batch_p2p_comm = on_gpu()
+        tcfg.batch_p2p_comm = current_device().backend == "nccl"
         return tcfg
 
     def _build_model(self) -> list:
@@ -178,9 +191,7 @@ class Trainer:
                 post_process=ps.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
                 vp_stage=stage,
             )
-            if on_gpu():
-                chunk.cuda(torch.cuda.current_device())
-            chunks.append(chunk)
+            chunks.append(current_device().move(chunk))
         ddp_cfg = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=True,
             check_for_nan_in_grad=False, average_in_collective=False,
@@ -204,19 +215,10 @@ class Trainer:
         return {f"model{i}": chunk.module.sharded_state_dict() for i, chunk in enumerate(self.model)}
 
     def _resume_path(self) -> Optional[Path]:
-        resume = self.cfg.checkpoint.resume
-        if resume == "never":
-            return None
-        if resume == "auto":
-            return checkpoint.latest_checkpoint(self.run_dir) if self.run_dir.exists() else None
-        path = Path(resume)
-        if (path / "latest").is_file():
-            return checkpoint.latest_checkpoint(path)
-        if not (path / "metadata.json").is_file():
-            raise UserError(f"checkpoint.resume={resume} is not a checkpoint (no metadata.json or latest)")
-        return path
+        return resume_point(self.cfg, self.run_dir)
 
     def _load(self, path: Path, full: bool) -> None:
+        check_before_load(path, self.cfg.checkpoint.verify_hashes)  # safe pickles, sizes, content hashes
         state = self._model_state()
         if full:
             init_torch_adam_state(self.optimizer)
@@ -231,6 +233,7 @@ class Trainer:
             with torch.no_grad():  # fp32 main params are views of leaf params; the copy is not a graph op
                 self.optimizer.load_state_dict(loaded["optimizer"])
             self.scheduler.load_state_dict(loaded["opt_param_scheduler"])
+            self.scheduler.change_length(self.total_steps)  # max_steps/epochs changed at resume: re-plan
             self.data.load_state_dict(loaded["data"])
             self.step = int(loaded["iteration"])
             self.skipped_total = int(loaded.get("skipped_total", 0))
@@ -248,11 +251,21 @@ class Trainer:
     def save(self) -> Path:
         state = self._model_state()
         state["optimizer"] = self.optimizer.sharded_state_dict(state, metadata=self._optim_meta())
+        p = self.cfg.parallel
+        layout = dict(tp=p.tp, pp=p.pp, vpp=p.vpp, first_stage_layers=p.first_stage_layers,
+                      last_stage_layers=p.last_stage_layers, world_size=dist.get_world_size())
+        state.update(megatron_lm.common_state(self.model_cfg, self.step, **layout))  # what Megatron-LM/Bridge read
+        if is_rank0():  # TE-spec loaders need every TE module's _extra_state; one rank writes the missing ones
+            from megatron.core.dist_checkpointing.dict_utils import nested_values
+
+            model_parts = [v for k, v in state.items() if k.startswith("model")]
+            state["te_extra_state"] = missing_extra_state(self.model_cfg, list(nested_values(model_parts)))
         state.update(
             opt_param_scheduler=self.scheduler.state_dict(), data=self.data.state_dict(),
             iteration=self.step, skipped_total=self.skipped_total,
         )
-        return checkpoint.save(state, self.run_dir, self.step, self.cfg.checkpoint.keep_last)
+        files = {megatron_lm.RUN_CONFIG: megatron_lm.run_config_yaml(self.model_cfg, p.tp, p.pp)}
+        return checkpoint.save(state, self.run_dir, self.step, self.cfg.checkpoint.keep_last, files=files)
 
     # -- the loop -------------------------------------------------------------------------
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
@@ -304,7 +317,7 @@ class Trainer:
         cfg = self.cfg
         metrics = MetricsLogger(cfg, self.total_steps, self.step, enabled=is_rank0())
         it = self.data.train_dataloader()
-        peak = peak_flops(on_gpu())
+        peak = current_device().peak_bf16_flops()
         history = []
         log.info("training %d steps (%d micro-batches/step/rank, dp=%d) from step %d",
                  self.total_steps, self.num_micro, self.dp, self.step)
@@ -334,6 +347,7 @@ class Trainer:
             if (interval and self.step % interval == 0) or (last and cfg.checkpoint.save_final) or stop:
                 self.save()
             if stop:
+                self.stopped_by = preempt.name
                 log.warning("stopping at step %d on %s: checkpoint saved; resume with checkpoint.resume=auto",
                             self.step, preempt.name)
                 break
@@ -367,21 +381,17 @@ def _forward_step(data_iterator: Iterator, model):
 
 
 def _to_device(batch: dict) -> dict:
-    if not on_gpu():
-        return batch
-    return {k: v.cuda(non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return current_device().move(batch)
 
 
 def _global_loss(reports: list[dict]) -> tuple[float, float]:
     """Σ loss and Σ loss tokens over micro-batches, DP and CP, known on every rank."""
     from megatron.core import parallel_state as ps
 
-    total = torch.zeros(2, dtype=torch.float64)
+    total = current_device().zeros(2, dtype=torch.float64)
     if ps.is_pipeline_last_stage(ignore_virtual=True):
         for report in reports:
-            total += report["lm loss"].detach().double().cpu()
-    if on_gpu():
-        total = total.cuda()
+            total += report["lm loss"].detach().double().to(total.device)
     dist.all_reduce(total, group=ps.get_data_parallel_group(with_context_parallel=True))
     dist.broadcast(total, src=ps.get_pipeline_model_parallel_last_rank(), group=ps.get_pipeline_model_parallel_group())
     return float(total[0]), float(total[1])
@@ -397,9 +407,7 @@ def _global_token_stats(micro: list[dict]) -> tuple[int, float]:
         for b in micro:
             lens = (b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).double()
             sq += float((lens * lens).sum())
-    stats = torch.tensor([tokens, sq], dtype=torch.float64)
-    if on_gpu():
-        stats = stats.cuda()
+    stats = current_device().move(torch.tensor([tokens, sq], dtype=torch.float64))
     dist.all_reduce(stats, group=ps.get_data_parallel_group(with_context_parallel=True))
     # Each DP×CP rank counted its own real tokens; CP ranks hold disjoint shares.
     return int(stats[0]), float(stats[1])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.options import check_int
 
 
 @dataclass
@@ -52,13 +53,16 @@ class StageSpec:
         self.datasets = [_as_spec(d) for d in self.datasets]
         if not self.datasets:
             raise UserError("data.stages[].datasets is empty; list at least one prepared dataset")
-        if (self.samples is None) == (self.epochs is None):
-            raise UserError("each data.stages[] entry needs exactly one of samples or epochs")
         if self.samples is not None and self.samples < 1:
             raise UserError(f"data.stages[].samples={self.samples} must be >= 1")
-        if self.epochs is not None and not self.epochs > 0:
-            raise UserError(f"data.stages[].epochs={self.epochs} must be > 0")
+        if self.epochs is not None and not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise UserError(f"data.stages[].epochs={self.epochs} must be a finite number > 0")
         _check_weights(self.datasets)
+
+    @property
+    def bounded(self) -> bool:
+        """A curriculum stage has a length; the default single stage (neither set) runs unbounded."""
+        return self.samples is not None or self.epochs is not None
 
 
 @dataclass
@@ -86,10 +90,17 @@ class DataConfig:
     a millisecond, far below a training step; batches do not depend on this number."""
     prefetch_factor: int = 4
     """Micro-batches each worker prepares ahead (ignored when num_workers=0)."""
+    seq_length: Optional[int] = None
+    """The packed bin length the recipe is written for (`prepare --seq-length`). `plan` reads it
+    before the data exists; training refuses data prepared at another length. None: any."""
 
     def __post_init__(self) -> None:
         self.datasets = [_as_spec(d) for d in self.datasets]
         self.stages = [s if isinstance(s, StageSpec) else StageSpec(**dict(s)) for s in self.stages]
+        if any(s.samples is not None and s.epochs is not None or not s.bounded for s in self.stages):
+            raise UserError("each data.stages[] entry needs exactly one of samples or epochs")
+        check_int("data.seed", self.seed, 0)
+        check_int("data.seq_length", self.seq_length, 1, "the prepared data's --seq-length", optional=True)
         if self.stages and (self.path or self.datasets):
             raise UserError("data.stages replaces data.path/data.datasets; set only one of them")
         if self.path and self.datasets:
@@ -109,9 +120,7 @@ class DataConfig:
         datasets = list(self.datasets) or ([DatasetSpec(path=self.path)] if self.path else [])
         if not datasets:
             raise UserError("no training data: set data.path, data.datasets or data.stages")
-        stage = StageSpec.__new__(StageSpec)  # bypass the finite-length check: the default is unbounded
-        stage.datasets, stage.samples, stage.epochs = datasets, None, None
-        return [stage]
+        return [StageSpec(datasets=datasets)]  # neither samples nor epochs: unbounded
 
 
 def _as_spec(d: Any) -> DatasetSpec:

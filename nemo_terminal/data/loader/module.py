@@ -21,10 +21,11 @@ import torch
 
 from nemo_terminal.data.loader.batches import build_micro_batch
 from nemo_terminal.data.loader.config import DataConfig, as_data_config
-from nemo_terminal.data.loader.sampler import Schedule, StagePlan, apportion, split_bins
+from nemo_terminal.data.loader.sampler import Schedule, StageMix, apportion, split_bins
 from nemo_terminal.data.store import PackedDataset, dataset_fingerprint
 from nemo_terminal.errors import UserError
-from nemo_terminal.runtime import on_gpu
+from nemo_terminal.runtime.parallel import micro_batches_per_step
+from nemo_terminal.runtime.device import current_device
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -88,14 +89,12 @@ class TerminalDataModule:
                  dp_rank: int, dp_size: int, cp_rank: int = 0, cp_size: int = 1,
                  required_pad_multiple: int = 1, tokenizer_hash: Optional[str] = None):
         self.cfg = as_data_config(cfg)
-        if micro_batch_size < 1 or dp_size < 1 or global_batch_size % (micro_batch_size * dp_size):
-            raise UserError(f"global_batch_size={global_batch_size} must be a multiple of "
-                            f"micro_batch_size*dp = {micro_batch_size}*{dp_size}")
+        micro_batches = micro_batches_per_step(global_batch_size, micro_batch_size, dp_size)
         assert 0 <= dp_rank < dp_size and 0 <= cp_rank < cp_size
         self.gbs, self.mbs = global_batch_size, micro_batch_size
         self.dp_rank, self.dp_size, self.cp_rank, self.cp_size = dp_rank, dp_size, cp_rank, cp_size
         self.required_pad_multiple, self.tokenizer_hash = required_pad_multiple, tokenizer_hash
-        self.micro_batches_per_step = global_batch_size // (micro_batch_size * dp_size)
+        self.micro_batches_per_step = micro_batches
         self.datasets: list[PackedDataset] = []
         self._base = 0       # global sample position where rank-local micro-batch 0 starts
         self._consumed = 0   # micro-batches handed to the trainer since _base
@@ -110,10 +109,14 @@ class TerminalDataModule:
             self._open(spec.path, index)
         val_index = self._open(self.cfg.val_path, index) if self.cfg.val_path else None
         self.seq_length = self._agree("seq_length")
+        if self.cfg.seq_length is not None and self.cfg.seq_length != self.seq_length:
+            raise UserError(f"data.seq_length={self.cfg.seq_length}, but the data was prepared with "
+                            f"--seq-length {self.seq_length}; prepare it again or fix data.seq_length")
         self.pad_id = self._agree("pad_id")
+        self.thinking = self._thinking()
         self.fingerprints = [dataset_fingerprint(d.path) for d in self.datasets]
         keys = [int(fp[:15], 16) for fp in self.fingerprints]
-        plans, val_pairs = [], {}
+        mixes, val_pairs = [], {}
         for s_i, stage in enumerate(stages):
             ids, pools, sizes = [], [], []
             for spec in stage.datasets:
@@ -130,10 +133,10 @@ class TerminalDataModule:
             counts = apportion(sizes if weights[0] is None else weights, int(sum(sizes)))
             total = stage.samples if stage.samples is not None else (
                 None if stage.epochs is None else max(1, int(round(stage.epochs * sum(sizes)))))
-            plans.append(StagePlan(datasets=ids, train_bins=pools, counts=counts, total=total))
+            mixes.append(StageMix(datasets=ids, train_bins=pools, counts=counts, total=total))
             log.info("data stage %d: %s bins/epoch from %s, %s samples", s_i, int(sum(sizes)),
                      [self.datasets[i].path.name for i in ids], total or "unbounded")
-        self.schedule = Schedule(plans, self.cfg.seed)
+        self.schedule = Schedule(mixes, self.cfg.seed)
         if val_index is not None:
             val_pairs = {val_index: np.arange(len(self.datasets[val_index]))}
         self.val_pairs = np.array([(i, b) for i in sorted(val_pairs) for b in val_pairs[i]],
@@ -168,6 +171,16 @@ class TerminalDataModule:
                 f"but this parallel layout needs a multiple of {need} dividing seq_length={ds.seq_length}; "
                 f"re-run prepare with --cp-size {self.cp_size} (and the training --tp-size / --sequence-parallel)")
 
+    def _thinking(self) -> Optional[str]:
+        """The thinking policy every dataset was prepared with (None: prepared before it was
+        recorded). The exported chat template renders prompts by it, so one run has one policy."""
+        values = {str(d.path): d.manifest.get("thinking", d.manifest.get("config", {}).get("thinking"))
+                  for d in self.datasets}
+        if len(set(values.values())) != 1:
+            raise UserError(f"datasets were prepared with different thinking policies {values}; a model is served "
+                            "with one chat template, so prepare them all with the same thinking=")
+        return next(iter(values.values()))
+
     def _agree(self, key: str) -> int:
         values = {str(d.path): int(d.manifest[key]) for d in self.datasets}
         if len(set(values.values())) != 1:
@@ -194,7 +207,7 @@ class TerminalDataModule:
         workers = self.cfg.num_workers
         return torch.utils.data.DataLoader(
             source, batch_size=None, sampler=_Indices(start, stop), num_workers=workers,
-            prefetch_factor=self.cfg.prefetch_factor if workers else None, pin_memory=on_gpu())
+            prefetch_factor=self.cfg.prefetch_factor if workers else None, pin_memory=current_device().pin_memory)
 
     def train_dataloader(self) -> Iterator[dict[str, Any]]:
         """Micro-batches from the current position on; unbounded unless the curriculum is finite."""

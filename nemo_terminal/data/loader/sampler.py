@@ -50,7 +50,7 @@ def apportion(weights: Sequence[float], total: int) -> np.ndarray:
 
 
 @dataclass
-class StagePlan:
+class StageMix:
     """One stage, resolved: which datasets, how many samples of each per epoch, how long."""
 
     datasets: list[int]
@@ -70,7 +70,7 @@ class StagePlan:
 class Schedule:
     """Maps global sample positions to (dataset index, bin id)."""
 
-    def __init__(self, stages: list[StagePlan], seed: int):
+    def __init__(self, stages: list[StageMix], seed: int):
         assert stages and all(s.epoch_len > 0 for s in stages)
         assert all(s.total is not None for s in stages[:-1]), "only the last stage may be unbounded"
         self.stages, self.seed = stages, seed
@@ -110,9 +110,9 @@ class Schedule:
         return self._cache[key]
 
     def _build_epoch(self, stage: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        plan = self.stages[stage]
+        mix = self.stages[stage]
         ds_parts, bin_parts = [], []
-        for j, (count, pool) in enumerate(zip(plan.counts, plan.train_bins)):
+        for j, (count, pool) in enumerate(zip(mix.counts, mix.train_bins)):
             k = np.arange(epoch * int(count), (epoch + 1) * int(count), dtype=np.int64)
             picks = np.empty(len(k), dtype=np.int64)
             n = len(pool)
@@ -120,9 +120,9 @@ class Schedule:
                 sel = (k // n) == p
                 perm = _rng(self.seed, _PASS, stage, j, p).permutation(n)
                 picks[sel] = pool[perm[k[sel] % n]]
-            ds_parts.append(np.full(len(k), plan.datasets[j], dtype=np.int64))
+            ds_parts.append(np.full(len(k), mix.datasets[j], dtype=np.int64))
             bin_parts.append(picks)
-        order = _rng(self.seed, _EPOCH, stage, epoch).permutation(plan.epoch_len)
+        order = _rng(self.seed, _EPOCH, stage, epoch).permutation(mix.epoch_len)
         return np.concatenate(ds_parts)[order], np.concatenate(bin_parts)[order]
 
     def __getstate__(self) -> dict:  # workers rebuild the cache rather than receive it

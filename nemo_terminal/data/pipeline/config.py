@@ -13,12 +13,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.options import Choice, LengthPolicy, ThinkingPolicy, check_int, check_number
+from nemo_terminal.runtime.parallel import ParallelConfig
 
-THINKING_POLICIES = ("keep", "strip_history", "drop")
-LENGTH_POLICIES = ("truncate_turns", "truncate", "drop")
 # Config keys that change how fast prepare runs but never what it writes; left out of the
 # "same config?" comparison so a re-run with more workers is still a no-op.
-RUNTIME_ONLY_KEYS = ("workers", "chunk_size", "progress", "strict")
+RUNTIME_ONLY_KEYS = ("workers", "chunk_size", "progress", "strict", "min_kept")
+# The parallel keys that decide the padding (pp/vpp do not change a dataset's bytes).
+PADDING_KEYS = ("tp", "cp", "sequence_parallel")
+# Keys of manifests written before `parallel` was embedded, and their names in `parallel`.
+LEGACY_PARALLEL_KEYS = {"tp_size": "tp", "cp_size": "cp", "sequence_parallel": "sequence_parallel"}
+
+
+class BadFilePolicy(Choice):
+    """prepare's `on_bad_file`: what an unreadable input file does to the run."""
+
+    stop = "stop"
+    skip = "skip"
 
 
 @dataclass
@@ -40,6 +51,9 @@ class FilterConfig:
     require_complete: bool = False
     """Keep only trajectories whose last assistant turn says "task_complete": true. Off by
     default: the paper found keeping incomplete trajectories scores higher."""
+    require_success: bool = False
+    """Keep only records whose `reward` column (written by `taskgen collect`) is >= 1: every test
+    passed (`unsuccessful`). Off by default: the paper found keeping failures scores higher."""
     min_turns: Optional[int] = None
     """Minimum assistant turns (`too_few_turns`). None = no limit (the paper used none)."""
     max_turns: Optional[int] = None
@@ -73,17 +87,15 @@ class PrepareConfig:
 
     seq_length: int = 32768
     """Bin size in tokens (paper: 32,768). Must be a multiple of the pad multiple."""
-    tp_size: int = 1
-    """Tensor parallel size of the training run; with sequence_parallel it sets the pad multiple."""
-    cp_size: int = 1
-    """Context parallel size of the training run: documents are padded to a multiple of 2·cp."""
-    sequence_parallel: bool = False
-    """Sequence parallelism in the training run: documents padded to a multiple of cp·tp too."""
-    thinking: str = "keep"
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """The training run's layout, the same block (and keys) as the training config's `parallel`.
+    Documents are padded to lcm(2·cp, cp·tp with sequence_parallel); pp and vpp do not matter here.
+    CLI aliases: --tp-size, --cp-size, --sequence-parallel."""
+    thinking: ThinkingPolicy = ThinkingPolicy.keep
     """keep | strip_history | drop. keep trains every turn's <think> block (matches the
     corpus token counts); strip_history keeps reasoning in the last assistant turn only, as
     Qwen3's template renders history at inference; drop removes all reasoning."""
-    length_policy: str = "truncate_turns"
+    length_policy: LengthPolicy = LengthPolicy.truncate_turns
     """truncate_turns | truncate | drop, for trajectories longer than seq_length.
     truncate_turns keeps the longest prefix ending on a whole assistant turn."""
     shuffle_window: int = 2000
@@ -100,48 +112,66 @@ class PrepareConfig:
     """Records per worker task."""
     strict: bool = False
     """Fail on the first invalid record (naming file and index) instead of counting it."""
+    on_bad_file: BadFilePolicy = BadFilePolicy.stop
+    """stop | skip, for an input file that cannot be read at all (corrupt parquet, not UTF-8).
+    stop (the default) fails naming the file; skip counts it under `bad_files` in the report
+    (its records under `unreadable_file`) and goes on with the other inputs."""
+    min_kept: Optional[float] = None
+    """Fail (exit non-zero, nothing published) when fewer than this fraction of the records read
+    are kept. None: fail only when nothing is kept, and warn below half."""
+    split: str = "train"
+    """The split of a `DatasetDict.save_to_disk` directory to read (the Terminal-Corpus has only
+    `train`); a missing split is an error listing the available ones."""
     progress: bool = True
     """Show a progress bar (records/s, tokens/s) when stderr is a terminal."""
     filters: FilterConfig = field(default_factory=FilterConfig)
+    """Record filters (decontamination, identity leaks, Chinese, completeness, turns, dedup)."""
 
     def __post_init__(self) -> None:
-        from nemo_terminal.runtime.parallel import ParallelConfig
-
-        if self.thinking not in THINKING_POLICIES:
-            raise UserError(f"thinking must be one of {THINKING_POLICIES}, got {self.thinking!r}")
-        if self.length_policy not in LENGTH_POLICIES:
-            raise UserError(f"length_policy must be one of {LENGTH_POLICIES}, got {self.length_policy!r}")
+        self.thinking = ThinkingPolicy.parse(self.thinking, "thinking")
+        self.length_policy = LengthPolicy.parse(self.length_policy, "length_policy")
         for name in ("seq_length", "shuffle_window", "workers", "chunk_size"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.fraction <= 1.0:
-            raise UserError(f"fraction must be in (0, 1], got {self.fraction}")
-        multiple = self.pad_multiple()
-        if self.seq_length % multiple:
-            raise UserError(
-                f"seq_length={self.seq_length} is not a multiple of the pad multiple {multiple} "
-                f"(cp={self.cp_size}, tp={self.tp_size}, sequence_parallel={self.sequence_parallel}); "
-                f"use e.g. seq_length={self.seq_length // multiple * multiple or multiple}"
-            )
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        check_number("fraction", self.fraction, low=0, high=1, low_open=True, fix="1 keeps every record")
+        check_number("min_kept", self.min_kept, low=0, high=1, optional=True, fix="e.g. 0.5; null to only warn")
+        self.on_bad_file = BadFilePolicy.parse(self.on_bad_file, "on_bad_file")
+        if not isinstance(self.split, str) or not self.split:
+            raise UserError(f"split must be a split name such as 'train', got {self.split!r}")
         if isinstance(self.filters, dict):  # built directly with a dict (not via omegaconf)
             self.filters = FilterConfig(**self.filters)
-        ParallelConfig(tp=self.tp_size, cp=self.cp_size, sequence_parallel=self.sequence_parallel)
+        if isinstance(self.parallel, dict):
+            self.parallel = ParallelConfig(**self.parallel)
+        multiple = self.pad_multiple()
+        if self.seq_length % multiple:
+            p = self.parallel
+            raise UserError(
+                f"seq_length={self.seq_length} is not a multiple of the pad multiple {multiple} "
+                f"(parallel.cp={p.cp}, parallel.tp={p.tp}, parallel.sequence_parallel={p.sequence_parallel}); "
+                f"use e.g. seq_length={self.seq_length // multiple * multiple or multiple}"
+            )
 
     def pad_multiple(self) -> int:
         """lcm(2·cp, cp·tp if SP): derived from the layout, never hand-set."""
-        from nemo_terminal.runtime.parallel import ParallelConfig
-
-        return ParallelConfig(tp=self.tp_size, cp=self.cp_size, sequence_parallel=self.sequence_parallel).pad_multiple()
+        return self.parallel.pad_multiple()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def output_identity(self) -> dict[str, Any]:
-        """The part of the config that decides the output bytes."""
-        d = self.to_dict()
-        for key in RUNTIME_ONLY_KEYS:
-            d.pop(key, None)
-        return d
+
+def identity_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a stored config (any version's manifest) that decides the output bytes:
+    runtime-only keys dropped, the layout reduced to the keys that set the padding."""
+    out = {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS and k not in LEGACY_PARALLEL_KEYS}
+    parallel = dict(config.get("parallel") or {})
+    for old, new in LEGACY_PARALLEL_KEYS.items():  # manifests from before `parallel` was embedded
+        if old in config:
+            parallel[new] = config[old]
+    defaults = dataclasses.asdict(ParallelConfig())
+    out["parallel"] = {k: parallel.get(k, defaults[k]) for k in PADDING_KEYS}
+    if not out["parallel"]["tp"] or int(out["parallel"]["tp"]) == 1:
+        out["parallel"]["sequence_parallel"] = False  # a no-op at tp=1, as ParallelConfig normalises it
+    return out
 
 
 def load_prepare_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,

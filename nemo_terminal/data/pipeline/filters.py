@@ -24,6 +24,7 @@ FILTER_REASONS = {
     "identity_leak": "an assistant turn matches a teacher-identity pattern",
     "chinese_chars": "an assistant turn contains CJK ideographs",
     "incomplete": 'last assistant turn does not say "task_complete": true',
+    "unsuccessful": "reward missing or below 1 under filters.require_success",
     "too_few_turns": "fewer assistant turns than filters.min_turns",
     "too_many_turns": "more assistant turns than filters.max_turns",
     "duplicate": "the same conversation was already kept",

@@ -64,6 +64,10 @@ class WindowPacker:
         if len(self._docs) >= self.window:
             yield from self._pack()
 
+    def __len__(self) -> int:
+        """Documents waiting to be packed."""
+        return len(self._docs)
+
     def flush(self) -> Iterator[list[PackedDoc]]:
         if self._docs:
             yield from self._pack()
@@ -75,3 +79,30 @@ class WindowPacker:
         self._windows += 1
         for b in rng.permutation(len(bins)):
             yield [docs[i] for i in bins[b]]
+
+
+class OriginPacker:
+    """One WindowPacker per origin, so a bin never mixes origins (each origin is a sub-dataset
+    the trainer can weight). Together they hold at most `window` documents: when that many are
+    waiting, the origin holding the most is packed. Memory stays bounded however many origins
+    there are, and with one origin this is exactly a WindowPacker."""
+
+    def __init__(self, seq_length: int, window: int, seed: int):
+        self.seq_length, self.window, self.seed = seq_length, window, seed
+        self._packers: dict[int, WindowPacker] = {}
+
+    def add(self, origin: int, doc: PackedDoc) -> Iterator[tuple[int, list[PackedDoc]]]:
+        packer = self._packers.get(origin)
+        if packer is None:
+            packer = self._packers[origin] = WindowPacker(self.seq_length, self.window, self.seed + origin)
+        for b in packer.add(doc):
+            yield origin, b
+        if sum(len(p) for p in self._packers.values()) >= self.window:
+            fullest = max(self._packers, key=lambda k: (len(self._packers[k]), -k))
+            for b in self._packers[fullest].flush():
+                yield fullest, b
+
+    def flush(self) -> Iterator[tuple[int, list[PackedDoc]]]:
+        for origin in sorted(self._packers):
+            for b in self._packers[origin].flush():
+                yield origin, b

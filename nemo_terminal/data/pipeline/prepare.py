@@ -17,19 +17,20 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from nemo_terminal.data.pipeline.pack import WindowPacker
+from nemo_terminal.data.pipeline.pack import OriginPacker
 from nemo_terminal.data.pipeline.parallel_map import ordered_map
 from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.processing import Result, init_worker, process_chunk
-from nemo_terminal.data.pipeline.readers import InputFile, file_sha256, iter_rows, resolve_inputs
-from nemo_terminal.data.pipeline.report import Accounting
+from nemo_terminal.data.pipeline.readers import BadInputFile, InputFile, file_sha256, iter_rows, resolve_inputs
+from nemo_terminal.data.pipeline.report import Accounting, kept_check
 from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.tokenizer import tokenizer_hash
+from nemo_terminal.output_dir import DATASET, check_output
 
 log = logging.getLogger(__name__)
 
-PREPARE_VERSION = 1  # bump when rendering or packing changes what is written for the same inputs
+PREPARE_VERSION = 2  # bump when rendering or packing changes what is written for the same inputs
 
 
 def _keep_by_fraction(seed: int, file_index: int, record_index: int, fraction: float) -> bool:
@@ -43,25 +44,32 @@ def _chunks(files: list[InputFile], cfg: PrepareConfig, acct: Accounting) -> Ite
     """(metadata [(file index, record index)], rows) of up to chunk_size records, in input order."""
     meta, rows = [], []
     for fi, inp in enumerate(files):
-        for ri, row in enumerate(iter_rows(inp)):
-            acct.read(fi)
-            if not _keep_by_fraction(cfg.seed, fi, ri, cfg.fraction):
-                acct.subsampled(fi)
-                continue
-            meta.append((fi, ri))
-            rows.append(row)
-            if len(rows) == cfg.chunk_size:
-                yield meta, rows
-                meta, rows = [], []
+        try:
+            for ri, row in enumerate(iter_rows(inp, cfg.filters.require_success)):
+                acct.read(fi)
+                if not _keep_by_fraction(cfg.seed, fi, ri, cfg.fraction):
+                    acct.subsampled(fi)
+                    continue
+                meta.append((fi, ri))
+                rows.append(row)
+                if len(rows) == cfg.chunk_size:
+                    yield meta, rows
+                    meta, rows = [], []
+        except BadInputFile as err:
+            if cfg.on_bad_file == "stop":
+                raise BadInputFile(f"{err}; nothing was published: fix or remove the file, or pass "
+                                   "on_bad_file=skip to count it in the report and go on") from None
+            log.warning("skipping the rest of %s (on_bad_file=skip): %s", inp.path, err)
+            acct.bad_file(inp.path, str(err))
     if rows:
         yield meta, rows
 
 
 def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
     """What decides the output bytes: compared to make a re-run a no-op."""
-    from nemo_terminal.data.pipeline.config import RUNTIME_ONLY_KEYS
+    from nemo_terminal.data.pipeline.config import identity_config
 
-    config = {k: v for k, v in manifest.get("config", {}).items() if k not in RUNTIME_ONLY_KEYS}
+    config = identity_config(manifest.get("config", {}))  # also reads manifests of older versions
     return {"tokenizer_hash": manifest.get("tokenizer_hash"), "config": config,
             "inputs": [(i.get("kind"), i.get("sha256") or i.get("path")) for i in manifest.get("inputs", [])],
             "decontaminate_sha256": manifest.get("decontaminate_sha256"),
@@ -101,10 +109,13 @@ def _manifest(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig) ->
     decon = cfg.filters.decontaminate_file
     return {
         "tokenizer_hash": tokenizer_hash(tokenizer_dir), "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
-        "seq_length": cfg.seq_length, "pad_multiple": cfg.pad_multiple(), "cp_size": cfg.cp_size,
-        "tp_size": cfg.tp_size, "sequence_parallel": cfg.sequence_parallel, "seed": cfg.seed,
+        "seq_length": cfg.seq_length, "pad_multiple": cfg.pad_multiple(), "cp_size": cfg.parallel.cp,
+        "tp_size": cfg.parallel.tp, "sequence_parallel": cfg.parallel.sequence_parallel, "seed": cfg.seed,
         "config": cfg.to_dict(), "prepare_version": PREPARE_VERSION,
-        "inputs": [{"path": f.path, "kind": f.kind, "sha256": file_sha256(f), "records": None} for f in files],
+        "thinking": cfg.thinking,  # how training renders reasoning; export's chat template follows it
+        "inputs": [{"path": f.path, "kind": f.kind, "origin": f.origin, "sha256": file_sha256(f), "records": None}
+                   for f in files],
+        "origins": list(dict.fromkeys(f.origin for f in files)),  # each packed into its own bins
         "decontaminate_sha256": file_sha256(InputFile(decon, "txt")) if decon else None,
     }
 
@@ -125,7 +136,10 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
     from nemo_terminal.models.tokenizer import ENDOFTEXT_ID, check_tokenizer_dir
 
     tokenizer_dir, out = str(check_tokenizer_dir(tokenizer_dir)), Path(out_dir)
-    files = resolve_inputs(list(inputs))
+    files = resolve_inputs(list(inputs), cfg.split)
+    # --out apart from every input, --force only onto a dataset: refused before any work.
+    check_output(out, DATASET, inputs=[*inputs, tokenizer_dir, cfg.filters.decontaminate_file], force=force,
+                 refuse_existing=False)
     manifest = _manifest(files, tokenizer_dir, cfg)
     manifest["pad_id"] = ENDOFTEXT_ID
     if not force:
@@ -138,7 +152,7 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
     if cfg.filters.decontaminate_file:
         bench = build_benchmark_index(cfg.filters.decontaminate_file, cfg.filters.decontaminate_ngram)
         log.info("decontamination: %d benchmark %d-grams", len(bench), cfg.filters.decontaminate_ngram)
-    acct = Accounting([f.path for f in files])
+    acct = Accounting([f.path for f in files], manifest["origins"])
     start = time.perf_counter()
     with PackedDatasetWriter(out, manifest, force=force) as writer:
         _run(files, tokenizer_dir, cfg, bench, acct, writer)
@@ -149,6 +163,12 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
             "records_per_s": round(acct.total("records_in") / elapsed, 2),
             "tokens_per_s": round(acct.total("tokens") / elapsed, 1),
         })
+        error, warning = kept_check(report, cfg.min_kept)
+        if error:  # raised inside the writer: nothing is published
+            raise UserError(error)
+        if warning:
+            log.warning("%s", warning)
+            report["warnings"] = [warning]
         for entry, f in zip(manifest["inputs"], acct.files):
             entry["records"] = f["records_in"]
         writer.update_manifest(inputs=manifest["inputs"])
@@ -164,15 +184,17 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
     """The streaming loop: results in input order -> dedup -> packer -> writer."""
     from tqdm import tqdm
 
-    packer = WindowPacker(cfg.seq_length, cfg.shuffle_window, cfg.seed)
+    packer = OriginPacker(cfg.seq_length, cfg.shuffle_window, cfg.seed)
+    origin_index = {name: i for i, name in enumerate(dict.fromkeys(f.origin for f in files))}
+    file_origin = [origin_index[f.origin] for f in files]
     seen: set[int] = set()
     bar = tqdm(unit="rec", desc="prepare", disable=None if cfg.progress else True, smoothing=0.1)
     t0 = time.perf_counter()
 
-    def write(bins: Iterator[list]) -> None:
-        for b in bins:
-            writer.add_bin(b)
-            acct.add_bin(sum(length for _, _, length in b))
+    def write(bins: Iterator[tuple[int, list]]) -> None:
+        for origin, b in bins:
+            writer.add_bin(b, origin)
+            acct.add_bin(sum(length for _, _, length in b), origin)
 
     results = ordered_map(process_chunk, _chunks(files, cfg, acct), cfg.workers, init_worker,
                           (tokenizer_dir, cfg, bench, cfg.pad_multiple()))
@@ -190,7 +212,10 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
                     continue
                 acct.keep(fi, res.length, len(res.tokens), res.loss_tokens, res.assistant_turns,
                           res.truncated, res.full_length)
-                write(packer.add((res.tokens, res.mask, res.length)))
+                if res.pieces:  # a per-turn thinking policy: every sample is its own document
+                    acct.add_samples(len(res.pieces), res.samples_dropped, res.once_length)
+                for doc in res.documents():
+                    write(packer.add(file_origin[fi], doc))
             bar.update(len(meta))
             bar.set_postfix_str(f"{acct.total('tokens') / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s",
                                 refresh=False)

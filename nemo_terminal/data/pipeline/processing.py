@@ -20,6 +20,9 @@ from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.readers import BadRow, Row
 from nemo_terminal.models.chat import ChatRenderer, Document
 from nemo_terminal.data.pipeline.validate import validate_record
+from nemo_terminal.errors import UserError
+
+QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
 
 @dataclass
@@ -36,6 +39,19 @@ class Result:
     truncated: bool = False
     full_length: int = 0
     dedup_hash: Optional[int] = None
+    pieces: tuple = ()  # per-turn thinking policies: (padded, unpadded) length of each sample in tokens
+    samples_dropped: int = 0  # per-turn samples longer than seq_length
+    once_length: int = 0  # per-turn policies: the record's tokens rendered once
+
+    def documents(self) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """(tokens, mask, unpadded length) of each document to pack: the record, or its samples."""
+        if not self.pieces:
+            return [(self.tokens, self.mask, self.length)]
+        out, pos = [], 0
+        for padded, length in self.pieces:
+            out.append((self.tokens[pos:pos + padded], self.mask[pos:pos + padded], length))
+            pos += padded
+        return out
 
 
 class Processor:
@@ -47,6 +63,10 @@ class Processor:
 
         self.cfg = cfg
         tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+        missing = [t for t in QWEN_CHAT_TOKENS if tok.token_to_id(t) is None]
+        if missing:  # checked here, once per process, so a pool fails fast instead of respawning
+            raise UserError(f"{tokenizer_dir}: tokenizer lacks the Qwen3 chat tokens {missing}; "
+                            "pass the Qwen3 model's tokenizer directory with --tokenizer")
         self.renderer = ChatRenderer(tok, cfg.thinking, cfg.seq_length, cfg.length_policy)
         self.filter = RecordFilter(cfg.filters, benchmark_index)
         self.multiple = pad_multiple  # computed by the parent: keeps torch (via runtime) out of workers
@@ -70,10 +90,14 @@ class Processor:
             if not isinstance(doc, Document):
                 results[i] = Result(reason=doc)
                 continue
-            tokens, mask, n = pad_document(doc.tokens, doc.mask, self.multiple, self.renderer.pad_id)
+            padded = [pad_document(t, m, self.multiple, self.renderer.pad_id) for t, m in doc.samples()]
+            tokens, mask = (padded[0][k] if len(padded) == 1 else np.concatenate([p[k] for p in padded])
+                            for k in (0, 1))
             results[i] = Result(
-                tokens=tokens, mask=mask, length=n, loss_tokens=int(doc.mask.sum()),
+                tokens=tokens, mask=mask, length=sum(p[2] for p in padded), loss_tokens=int(doc.mask.sum()),
                 assistant_turns=doc.assistant_turns, truncated=doc.truncated, full_length=doc.full_length,
+                pieces=tuple((len(p[0]), p[2]) for p in padded) if doc.sample_lengths else (),
+                samples_dropped=doc.samples_dropped, once_length=doc.once_length,
                 dedup_hash=conversation_hash(turns) if self.cfg.filters.dedup else None,
             )
         return results  # type: ignore[return-value]

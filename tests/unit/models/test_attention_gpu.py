@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nemo_terminal.models.attention import attend_segments, flex_attend, packed_attention, reference_segment, sdpa_segment
-from nemo_terminal.models.attention_cp import build_plan
+from nemo_terminal.models.attention_cp import build_segment_table
 from nemo_terminal.testing import run_distributed
 
 pytestmark = pytest.mark.gpu
@@ -47,14 +47,14 @@ def test_cuda_kernel_matches_cpu_reference(kernel, cp, dtype):
     q, k, v = _qkv(0)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     for rank in range(cp):
-        plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
-        rows = plan.local_positions
+        table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
+        rows = table.local_positions
         weight = torch.randn(len(rows), HEADS, DIM, generator=torch.Generator().manual_seed(rank))
-        ref = _run(lambda a, b, c: attend_segments(a, b, c, plan, SCALE, reference_segment), q, k, v, rows, weight)
+        ref = _run(lambda a, b, c: attend_segments(a, b, c, table, SCALE, reference_segment), q, k, v, rows, weight)
         if kernel == "sdpa":
-            fn = lambda a, b, c: attend_segments(a, b, c, plan, SCALE, sdpa_segment)  # noqa: E731
+            fn = lambda a, b, c: attend_segments(a, b, c, table, SCALE, sdpa_segment)  # noqa: E731
         else:
-            fn = lambda a, b, c: flex_attend(a, b, c, plan, SCALE)  # noqa: E731
+            fn = lambda a, b, c: flex_attend(a, b, c, table, SCALE)  # noqa: E731
         got = _run(fn, *(x.cuda().to(dtype) for x in (q, k, v)), rows.cuda(), weight.cuda())
         for name, a, b in zip(("out", "dq", "dk", "dv"), got, ref):
             torch.testing.assert_close(a, b, atol=tol, rtol=tol, msg=lambda m: f"{kernel} cp={cp} rank={rank} {name}: {m}")
@@ -73,8 +73,8 @@ def _te_forward(attn, q, k, v):
                 cu_seqlens_kv_padded=cu_padded, max_seqlen_q=max(PADDED), max_seqlen_kv=max(PADDED))
 
 
-def _real_rows(plan) -> torch.Tensor:
-    _, _, real = plan.token_doc_and_offset(plan.local_positions.numpy())
+def _real_rows(table) -> torch.Tensor:
+    _, _, real = table.token_doc_and_offset(table.local_positions.numpy())
     return torch.from_numpy(real)
 
 
@@ -82,10 +82,10 @@ def test_te_matches_torch_cp1():
     """TE's THD attention vs ours (auto kernel on CUDA), bf16, on real (unpadded) rows."""
     attn = _te_attention()
     q, k, v = (x.cuda().bfloat16() for x in _qkv(1))
-    plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
-    ours = packed_attention(q, k, v, plan, SCALE).reshape(q.shape[0], -1)
+    table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
+    ours = packed_attention(q, k, v, table, SCALE).reshape(q.shape[0], -1)
     theirs = _te_forward(attn, q, k, v)
-    real = _real_rows(plan).cuda()
+    real = _real_rows(table).cuda()
     torch.testing.assert_close(theirs[real].float(), ours[real].float(), atol=3e-2, rtol=3e-2)
 
 
@@ -97,12 +97,12 @@ def te_cp2_run() -> float:
     group = dist.new_group([0, 1])
     attn.set_context_parallel_group(group, [0, 1], torch.cuda.Stream(), cp_comm_type="p2p")
     rank = dist.get_rank()
-    plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // 2, 2, rank)
-    rows = plan.local_positions.cuda()
+    table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // 2, 2, rank)
+    rows = table.local_positions.cuda()
     q, k, v = (x.cuda().bfloat16()[rows] for x in _qkv(2))
-    ours = packed_attention(q, k, v, plan, SCALE, cp_group=group).reshape(q.shape[0], -1)
+    ours = packed_attention(q, k, v, table, SCALE, cp_group=group).reshape(q.shape[0], -1)
     theirs = _te_forward(attn, q, k, v)
-    real = _real_rows(plan).cuda()
+    real = _real_rows(table).cuda()
     return float((theirs[real].float() - ours[real].float()).abs().max())
 
 

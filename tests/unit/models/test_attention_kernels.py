@@ -12,7 +12,7 @@ import torch
 
 from _attn_cases import CU, CU_PADDED, SCALE, inputs, oracle, oracle_mask
 from nemo_terminal.models.attention import attend_segments, flex_attend, reference_segment, sdpa_segment
-from nemo_terminal.models.attention_cp import build_plan, dense_mask
+from nemo_terminal.models.attention_cp import build_segment_table, dense_mask
 
 TOL = 1e-5
 
@@ -22,8 +22,8 @@ def _grads(out, wrt, weight):
 
 
 def test_plan_mask_matches_oracle():
-    plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
-    assert torch.equal(dense_mask(plan), oracle_mask(CU, CU_PADDED))
+    table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
+    assert torch.equal(dense_mask(table), oracle_mask(CU, CU_PADDED))
 
 
 @pytest.mark.parametrize("kernel", [reference_segment, sdpa_segment], ids=["reference", "sdpa"])
@@ -38,9 +38,9 @@ def test_kernel_matches_dense_oracle(kernel, cp):
     got_full = torch.zeros_like(expected)
     got_grads = [torch.zeros_like(x) for x in (q, k, v)]
     for rank in range(cp):
-        plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
-        rows = plan.local_positions
-        out = attend_segments(q[rows], k, v, plan, SCALE, kernel)
+        table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
+        rows = table.local_positions
+        out = attend_segments(q[rows], k, v, table, SCALE, kernel)
         got_full[rows] = out.detach()
         for acc, g in zip(got_grads, _grads(out, (q, k, v), weight[rows])):
             acc += g  # what the reduce-scatter sums over ranks
@@ -56,17 +56,17 @@ def test_flex_forward_matches_reference():
     """FlexAttention with the document block mask; forward only (no CPU backward in torch)."""
     q, k, v = (x.detach() for x in inputs(2))
     for cp, rank in [(1, 0), (2, 0), (2, 1)]:
-        plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
-        rows = plan.local_positions
-        ref = attend_segments(q[rows], k, v, plan, SCALE, reference_segment)
-        torch.testing.assert_close(flex_attend(q[rows], k, v, plan, SCALE), ref, atol=TOL, rtol=0)
+        table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1] // cp, cp, rank)
+        rows = table.local_positions
+        ref = attend_segments(q[rows], k, v, table, SCALE, reference_segment)
+        torch.testing.assert_close(flex_attend(q[rows], k, v, table, SCALE), ref, atol=TOL, rtol=0)
 
 
 def test_cross_document_leak_is_caught():
     """Negative control: one causal attention over the whole bin differs from per-document attention."""
     q, k, v = (x.detach() for x in inputs(3))
-    plan = build_plan(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
-    packed = attend_segments(q, k, v, plan, SCALE, reference_segment)
+    table = build_segment_table(torch.tensor(CU), torch.tensor(CU_PADDED), CU_PADDED[-1])
+    packed = attend_segments(q, k, v, table, SCALE, reference_segment)
     leaky = reference_segment(q, k, v, SCALE)
     second_doc = slice(CU_PADDED[1], CU_PADDED[1] + CU[2] - CU[1])
     assert (packed[second_doc] - leaky[second_doc]).abs().max() > 1e-2
@@ -79,4 +79,4 @@ def test_cross_document_leak_is_caught():
 ])
 def test_bad_packed_params_raise(cu, cu_padded, local, cp, match):
     with pytest.raises(ValueError, match=match):
-        build_plan(torch.tensor(cu), torch.tensor(cu_padded), local, cp, 0)
+        build_segment_table(torch.tensor(cu), torch.tensor(cu_padded), local, cp, 0)

@@ -35,9 +35,7 @@ def _expected(turns, thinking: str) -> list[str]:
     answers = [c for r, c in turns if r == "assistant"]
     if thinking == "drop":
         return [strip_think(a) for a in answers]
-    if thinking == "strip_history":
-        return [strip_think(a) for a in answers[:-1]] + answers[-1:]
-    return answers
+    return answers  # keep and strip_history (one sample per turn) train every turn with its reasoning
 
 
 @pytest.mark.parametrize("thinking", ["keep", "strip_history", "drop"])
@@ -56,18 +54,22 @@ def test_masked_tokens_decode_to_exactly_the_assistant_texts(tok, thinking):
     assert doc.tokens[0] == IM_START_ID and doc.mask[:3].sum() == 0
     has_think = [("<think>" in tok.decode(r.tolist(), skip_special_tokens=False)) for r in runs]
     assert has_think == {"keep": [True] * len(runs), "drop": [False] * len(runs),
-                         "strip_history": [False] * (len(runs) - 1) + [True]}[thinking]
+                         "strip_history": [True] * len(runs)}[thinking]
 
 
-def test_strip_history_matches_qwen3_chat_template(tok, tokenizer_dir):
-    """Under strip_history the whole document is what Qwen3's template renders."""
+def test_strip_history_samples_are_what_qwen3s_published_template_renders(tok, tokenizer_dir):
+    """Each strip_history sample is Qwen3's stock rendering of the conversation up to its turn:
+    history without reasoning, the last turn with it."""
     from nemo_terminal.models.tokenizer import load_tokenizer
 
     turns = _turns(5, target_tokens=2500)
     doc = ChatRenderer(tok, "strip_history", 1 << 20, "truncate_turns").render_many([turns])[0]
-    hf = load_tokenizer(tokenizer_dir)
-    text = hf.apply_chat_template([{"role": r, "content": c} for r, c in turns], tokenize=False)
-    assert tok.decode(doc.tokens.tolist(), skip_special_tokens=False) == text
+    hf = load_tokenizer(tokenizer_dir)  # carries the published Qwen3 template
+    ends = [i + 1 for i, (r, _) in enumerate(turns) if r == "assistant"]
+    assert len(doc.samples()) == len(ends) == doc.assistant_turns >= 4
+    for (tokens, _), end in zip(doc.samples(), ends):
+        text = hf.apply_chat_template([{"role": r, "content": c} for r, c in turns[:end]], tokenize=False)
+        assert tok.decode(tokens.tolist(), skip_special_tokens=False) == text
 
 
 def test_trailing_user_turn_is_dropped_and_header_masked(tok):
@@ -117,9 +119,16 @@ def test_first_turn_that_cannot_fit_has_its_own_reason(tok, long_turns, policy):
     assert _render(tok, long_turns, policy, 256) == expected
 
 
-def test_strip_history_truncated_prefix_keeps_reasoning_of_its_last_turn(tok, long_turns):
-    full = _render(tok, long_turns, "truncate_turns", 1 << 20, thinking="strip_history")
-    doc = _render(tok, long_turns, "truncate_turns", len(full.tokens) // 2, thinking="strip_history")
-    runs = _trained_runs(doc)
-    texts = [tok.decode(r.tolist(), skip_special_tokens=False) for r in runs]
-    assert "<think>" in texts[-1] and not any("<think>" in t for t in texts[:-1])
+@pytest.mark.parametrize("thinking", ["strip_history", "drop"])
+def test_per_turn_samples_that_do_not_fit_are_dropped_and_counted_never_cut(tok, long_turns, thinking):
+    full = _render(tok, long_turns, "truncate_turns", 1 << 20, thinking=thinking)
+    lengths = [len(t) for t, _ in full.samples()]
+    seq = int(np.median(lengths))
+    doc = _render(tok, long_turns, "truncate", seq, thinking=thinking)  # length_policy does not apply
+    kept = [s for s in full.samples() if len(s[0]) <= seq]
+    assert doc.samples_dropped == len(lengths) - len(kept) > 0 and not doc.truncated
+    for (t, m), (t_full, m_full) in zip(doc.samples(), kept):
+        np.testing.assert_array_equal(t, t_full)
+        np.testing.assert_array_equal(m, m_full)
+    assert full.once_length < len(full.tokens) < full.once_length * len(lengths)
+    assert _render(tok, long_turns, "truncate_turns", 256, thinking=thinking) == "no_turn_fits"

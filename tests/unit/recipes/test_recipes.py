@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nemo_terminal.training.planner import GIB, PlanInput, estimate, fits, qwen3_size
+from nemo_terminal.models.qwen3 import qwen3_size
+from nemo_terminal.training.planner import GIB, PlanInput, estimate, fits
 from nemo_terminal.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"

@@ -49,6 +49,8 @@ def two_ranks(train_inputs, tmp_path_factory):
         "cp2": base_overrides(train_inputs, tmp / "cp2", data="data_cp2", **{"parallel.cp": 2}),
         "vpp2": base_overrides(train_inputs, tmp / "vpp2", **{"model.megatron_dir": train_inputs["megatron4"],
                                                              "parallel.pp": 2, "parallel.vpp": 2}),
+        "pp2_uneven": base_overrides(train_inputs, tmp / "pp2_uneven", **{
+            "model.megatron_dir": train_inputs["megatron4"], "parallel.pp": 2, "parallel.first_stage_layers": 1}),
     }
     ranks = run_distributed(train_many, world_size=2, timeout=600, runs=runs)
     for name in runs:  # every rank reports the same global loss
@@ -72,6 +74,12 @@ def test_layout_matches_one_device(layout, one_device, two_ranks):
 def test_interleaved_pipeline_matches_one_device(one_device, two_ranks):
     """pp=2 x vpp=2 on a 4-layer model: the interleaved 1F1B schedule, packed bins on every chunk."""
     _close(one_device["ref4"]["history"], two_ranks["vpp2"]["history"], grad_rel=1e-4)
+
+
+@pytest.mark.dist
+def test_uneven_pipeline_matches_one_device(one_device, two_ranks):
+    """pp=2 with 1 + 3 layers (megatron-core's num_layers_in_first_pipeline_stage) on a 4-layer model."""
+    _close(one_device["ref4"]["history"], two_ranks["pp2_uneven"]["history"], grad_rel=1e-4)
 
 
 @pytest.mark.dist

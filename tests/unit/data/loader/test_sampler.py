@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nemo_terminal.data.loader.sampler import Schedule, StagePlan, apportion, split_bins
+from nemo_terminal.data.loader.sampler import Schedule, StageMix, apportion, split_bins
 
 
 def test_fractions_are_nested_deterministic_and_disjoint_from_validation():
@@ -27,7 +27,7 @@ def test_apportion():
 
 def _plan(ids, sizes, weights=None, total=None):
     counts = apportion(weights or sizes, sum(sizes))
-    return StagePlan(datasets=ids, train_bins=[np.arange(n) for n in sizes], counts=counts, total=total)
+    return StageMix(datasets=ids, train_bins=[np.arange(n) for n in sizes], counts=counts, total=total)
 
 
 def test_natural_mix_visits_every_bin_once_per_epoch_with_fresh_shuffles():

@@ -47,7 +47,7 @@ def test_window_packer_loses_no_document_and_is_seeded():
                                                (2, 4, False, 4), (2, 4, True, 8), (2, 3, True, 12),
                                                (4, 2, True, 8)])
 def test_pad_multiple_follows_cp_and_sp(cp, tp, sp, expected):
-    cfg = PrepareConfig(seq_length=24 * 1024, cp_size=cp, tp_size=tp, sequence_parallel=sp)
+    cfg = PrepareConfig(seq_length=24 * 1024, parallel=dict(cp=cp, tp=tp, sequence_parallel=sp))
     assert cfg.pad_multiple() == expected
     toks, mask, n = pad_document(np.arange(1, 8, dtype=np.int32), np.ones(7, dtype=np.uint8), expected, 151643)
     assert n == 7 and len(toks) % expected == 0 and len(toks) - 7 < expected
@@ -56,4 +56,4 @@ def test_pad_multiple_follows_cp_and_sp(cp, tp, sp, expected):
 
 def test_seq_length_must_be_a_multiple_of_the_pad_multiple():
     with pytest.raises(UserError, match="not a multiple of the pad multiple 12"):
-        PrepareConfig(seq_length=2048, cp_size=2, tp_size=3, sequence_parallel=True)
+        PrepareConfig(seq_length=2048, parallel=dict(cp=2, tp=3, sequence_parallel=True))

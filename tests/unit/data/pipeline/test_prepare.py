@@ -35,7 +35,7 @@ def cfg(**kw) -> PrepareConfig:
 @pytest.fixture(scope="module")
 def prepared(corpus, tokenizer_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("prep") / "ds"
-    return out, prepare_dataset(corpus, tokenizer_dir, out, cfg(cp_size=2, tp_size=2, sequence_parallel=True))
+    return out, prepare_dataset(corpus, tokenizer_dir, out, cfg(parallel=dict(cp=2, tp=2, sequence_parallel=True)))
 
 
 def test_bins_hold_every_kept_document_whole_and_padded(prepared):
@@ -61,7 +61,7 @@ def test_bins_hold_every_kept_document_whole_and_padded(prepared):
 
 
 def test_same_seed_is_byte_identical_for_any_worker_count(corpus, tokenizer_dir, tmp_path, prepared):
-    c = dict(cp_size=2, tp_size=2, sequence_parallel=True)
+    c = dict(parallel=dict(cp=2, tp=2, sequence_parallel=True))
     prepare_dataset(corpus, tokenizer_dir, tmp_path / "w2", cfg(workers=2, chunk_size=4, **c))
     prepare_dataset(corpus, tokenizer_dir, tmp_path / "s2", cfg(seed=99, **c))
     for name in ARRAYS:
@@ -100,11 +100,11 @@ def test_exception_mid_write_leaves_no_dataset(corpus, tokenizer_dir, tmp_path, 
 
     real_add, calls = store.PackedDatasetWriter.add_bin, []
 
-    def failing_add(self, docs):
+    def failing_add(self, docs, origin=0):
         calls.append(1)
         if len(calls) == 3:
             raise OSError("disk full")
-        real_add(self, docs)
+        real_add(self, docs, origin)
 
     monkeypatch.setattr(store.PackedDatasetWriter, "add_bin", failing_add)
     with pytest.raises(OSError, match="disk full"):
@@ -119,8 +119,8 @@ def _prepare_then_die(corpus, tokenizer_dir, out):
 
     real_add, calls = store.PackedDatasetWriter.add_bin, []
 
-    def add_then_kill(self, docs):
-        real_add(self, docs)
+    def add_then_kill(self, docs, origin=0):
+        real_add(self, docs, origin)
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally blocks: a real crash

@@ -1,0 +1,15 @@
+# Environment image for taskgen "software engineering" tasks (one of the 9 pre-built domain images, FACTS.md §7).
+# Every generated task's environment/Dockerfile starts FROM this image and only copies its files.
+#   docker build --build-arg BASE_IMAGE=python:3.12-slim-bookworm -t nemo-terminal/software-engineering:1 -f software-engineering.Dockerfile .
+# Offline (no registry): a Debian image with python3, pytest and tmux, and both package lists empty:
+#   --build-arg BASE_IMAGE=local/debian-tools:bookworm --build-arg APT_PACKAGES= --build-arg PIP_PACKAGES=
+ARG BASE_IMAGE=python:3.12-slim-bookworm
+FROM ${BASE_IMAGE}
+ARG APT_PACKAGES="tmux asciinema curl ca-certificates procps less file jq git make build-essential"
+ARG PIP_PACKAGES="pytest==8.3.4 requests==2.32.3 flask==3.1.0"
+RUN if [ -n "${APT_PACKAGES}" ]; then \
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${APT_PACKAGES} \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+RUN if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
+WORKDIR /app
