@@ -1,7 +1,8 @@
 """What every command checks before it loads a checkpoint (train, resume, verify, export).
 
-1. Each pickle the load would unpickle goes through the restricted unpickler (safe_pickle).
-2. Every file `.metadata` or the hash record names is present and of the right size.
+1. Every file `.metadata` (read through the restricted unpickler) or the hash record names is
+   present and of the right size.
+2. Each pickle the load would unpickle goes through the restricted unpickler (safe_pickle).
 3. Unless opted out, every file's content hash matches the record made at save.
 
 Under torch.distributed the hashing is split over the ranks and the verdict is shared, so
@@ -59,8 +60,9 @@ def _refuse(iter_dir: Path, problems: list[str]) -> UserError:
 
 def _local_problems(iter_dir: Path, verify_hashes: bool, rank: int, world: int) -> list[str]:
     try:
-        check_checkpoint_pickles(iter_dir)
-        found = integrity.structural_problems(iter_dir)
+        found = integrity.structural_problems(iter_dir)  # reads .metadata through the restricted unpickler
+        if not found:
+            check_checkpoint_pickles(iter_dir)  # object shards and common.pt (and .metadata again)
         if not found and verify_hashes:
             found = integrity.hash_problems(iter_dir, rank, world)
         return found

@@ -28,6 +28,10 @@ class DatasetSpec:
     fraction: float = 1.0
     """Use a seeded subset of this share of the dataset's training bins (0 < fraction <= 1), for
     scaling studies. Subsets are nested for a fixed seed: the 1% bins are inside the 10% bins."""
+    origin: Optional[str] = None
+    """One origin (sub-dataset) of the prepared dataset, e.g. `dataset_adapters/code`, or every
+    origin under a prefix (`skill_based_medium`). None: all its bins. The same path may appear
+    once per origin, each with its own weight; `prepare`'s report.json lists the origins."""
 
     def __post_init__(self) -> None:
         if not self.path:

@@ -122,9 +122,12 @@ class TerminalDataModule:
             for spec in stage.datasets:
                 i = index[str(Path(spec.path).resolve())]
                 val_frac = self.cfg.val_fraction if i != val_index else 0.0
-                train, val = split_bins(len(self.datasets[i]), self.cfg.seed, keys[i], val_frac, spec.fraction)
+                allowed = self.datasets[i].origin_bins(spec.origin) if spec.origin else None
+                train, val = split_bins(len(self.datasets[i]), self.cfg.seed, keys[i], val_frac, spec.fraction,
+                                        allowed)
                 if len(train) == 0:
-                    raise UserError(f"{spec.path}: no training bins left after val_fraction/fraction")
+                    where = f"{spec.path} origin {spec.origin!r}" if spec.origin else spec.path
+                    raise UserError(f"{where}: no training bins left after val_fraction/fraction")
                 ids.append(i)
                 pools.append(train)
                 sizes.append(len(train))

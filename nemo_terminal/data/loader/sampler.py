@@ -30,11 +30,15 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 def split_bins(num_bins: int, seed: int, dataset_key: int, val_fraction: float,
-               fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train bins, validation bins) of one dataset, each sorted; see module docstring."""
+               fraction: float, allowed: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train bins, validation bins) of one dataset, each sorted; see module docstring. `allowed`
+    (the bins of one origin) restricts the training pool before `fraction` takes its share; the
+    hold-out stays the dataset's, so every origin's spec shares one validation set."""
     order = _rng(seed, _HOLDOUT, dataset_key).permutation(num_bins)
     n_val = int(round(val_fraction * num_bins))
     pool = order[n_val:]
+    if allowed is not None:
+        pool = pool[np.isin(pool, allowed)]
     n_train = max(1, int(round(fraction * len(pool)))) if len(pool) else 0
     return np.sort(pool[:n_train]), np.sort(order[:n_val])
 
