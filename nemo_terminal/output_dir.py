@@ -132,6 +132,7 @@ def staged_output(out: str | os.PathLike, kind: OutputKind, *, inputs: Sequence 
     and removed on failure (the old `out`, if any, is untouched until then)."""
     path = check_output(out, kind, inputs=inputs, force=force, flag=flag)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -146,6 +147,20 @@ def staged_output(out: str | os.PathLike, kind: OutputKind, *, inputs: Sequence 
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()  # an empty directory needs no --force: replace it in place
     publish(tmp, path)
+
+
+def remove_stale_temp_dirs(out: Path) -> None:
+    """A killed writer leaves `.NAME.tmp-PID` beside `out`; remove those whose process is gone."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def looks_local(raw: str) -> bool:

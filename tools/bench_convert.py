@@ -2,8 +2,9 @@
 
     python tools/bench_convert.py --layers 2 --reps 3 --work /tmp/bench --out results.json
 
-Times are compared with a plain `shutil.copyfile` of the same safetensors bytes in the same run
-(page cache warm for both). Each conversion runs in a child process that reports its own peak
+Times are compared with a plain `shutil.copyfile` of the same safetensors bytes in the same run,
+with the source files' page cache in the same state for both: `warm` reads them just before each
+timed copy and import, `cold` evicts them (posix_fadvise DONTNEED on those files only) just before. Each conversion runs in a child process that reports its own peak
 RSS (VmHWM) and the time spent converting (imports excluded); a child that only imports the
 same modules gives the Python baseline. Targets: conversion <= 3x copy; peak RSS <= 2x the
 largest shard + baseline.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -90,6 +92,19 @@ def _hash_seconds(meg: Path) -> float:
     return time.perf_counter() - t
 
 
+def set_page_cache(files: list[Path], state: str) -> None:
+    """Put the source files' pages in the same state before each timed side: `warm` reads them
+    (so both sides read memory), `cold` drops them from the page cache (both read the disk).
+    Only these files are touched: no root, no effect on other processes' caches."""
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            if state == "warm":
+                while fh.read(64 << 20):
+                    pass
+            else:
+                os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def child(mode: str, a: Path, b: Path) -> dict:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(a), str(b)], capture_output=True, text=True)
@@ -124,14 +139,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     largest = max(f.stat().st_size for f in files)
 
     copy_s, imp, exp, exp_nh, hash_s = [], [], [], [], []
+    cold_copy, cold_imp = [], []
     for _ in range(args.reps):
-        copy_dir.mkdir(parents=True, exist_ok=True)
-        t = time.perf_counter()
-        for f in files:
-            shutil.copyfile(f, copy_dir / f.name)
-        copy_s.append(time.perf_counter() - t)
-        shutil.rmtree(copy_dir)
-        imp.append(child("import", hf, meg))
+        for cache, copies, imports in (("cold", cold_copy, cold_imp), ("warm", copy_s, imp)):
+            copy_dir.mkdir(parents=True, exist_ok=True)
+            set_page_cache(files, cache)
+            t = time.perf_counter()
+            for f in files:
+                shutil.copyfile(f, copy_dir / f.name)
+            copies.append(time.perf_counter() - t)
+            shutil.rmtree(copy_dir)
+            set_page_cache(files, cache)
+            imports.append(child("import", hf, meg))
         exp.append(child("export", meg, back))
         exp_nh.append(child("export_no_hash_check", meg, back))
         hash_s.append(_hash_seconds(meg))
@@ -141,6 +160,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "layers": args.layers, "bytes_total": total, "bytes_largest_shard": largest, "reps": args.reps,
         "copy_seconds": common.summary(copy_s),
         "import_seconds": common.summary([r["seconds"] for r in imp]),
+        "cold_copy_seconds": common.summary(cold_copy),
+        "cold_import_seconds": common.summary([r["seconds"] for r in cold_imp]),
         "export_seconds": common.summary([r["seconds"] for r in exp]),
         "export_no_hash_check_seconds": common.summary([r["seconds"] for r in exp_nh]),
         "hash_all_files_seconds": common.summary(hash_s),
@@ -157,16 +178,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         r = common.ratio(result[f"{k}_seconds"]["all"], copy_s)
         result[f"{k}_over_copy"] = r["of_medians"]
         result[f"{k}_over_copy_range"] = [r["min"], r["max"]]
+    r = common.ratio(result["cold_import_seconds"]["all"], cold_copy)
+    result["cold_import_over_copy"], result["cold_import_over_copy_range"] = r["of_medians"], [r["min"], r["max"]]
     for k in ("import", "export"):
         result[f"{k}_rss_over_largest_shard"] = (result[f"{k}_peak_rss_mb"] - result["baseline_rss_mb"]) / (
             largest / 2**20)
     result["targets"] = {"conversion_over_copy_max": 3.0, "rss_over_largest_shard_max": 2.0}
     result["hash_gb_per_s"] = result["checkpoint_bytes"] / 1e9 / result["hash_all_files_seconds"]["median"]
     common.write_result(args.out, "convert", result)
-    for k in ("copy_seconds", "import_seconds", "export_seconds", "export_no_hash_check_seconds",
+    for k in ("copy_seconds", "import_seconds", "cold_copy_seconds", "cold_import_seconds", "export_seconds",
+              "export_no_hash_check_seconds",
               "hash_all_files_seconds"):
         print(f"{k}: {common.fmt(result[k], 's')}")
-    for k in ("import", "export"):
+    for k in ("import", "export", "cold_import"):
         lo, hi = result[f"{k}_over_copy_range"]
         print(f"{k}/copy = {result[f'{k}_over_copy']:.2f}x (per-rep {lo:.2f} – {hi:.2f}); target <= 3")
     print(f"peak RSS: import {result['import_peak_rss_mb']:.0f} MB, export {result['export_peak_rss_mb']:.0f} MB, "

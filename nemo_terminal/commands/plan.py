@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.options import check_int, check_number
+from nemo_terminal.training.gpu_memory import GPU_GIB, HEADROOM
 
 HELP = (
     "Estimate the per-GPU memory of a training config (weights, fp32 grads, distributed Adam "
@@ -31,8 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-gpus", type=int, metavar="N",
                         help="GPUs of the run (nodes x GPUs per node); default tp*pp*cp, i.e. dp=1, "
                              "which over-counts the sharded optimizer states")
-    parser.add_argument("--gpu-memory-gb", type=float, default=80.0, metavar="GIB",
-                        help="memory of one GPU in GiB (default 80: H100/A100-80GB)")
+    parser.add_argument("--gpu", default="h100", choices=sorted(GPU_GIB),
+                        help="GPU model, for its usable memory in GiB: " +
+                             ", ".join(f"{k} {v}" for k, v in GPU_GIB.items()) + " (default h100)")
+    parser.add_argument("--gpu-gib", "--gpu-memory-gb", dest="gpu_gib", type=float, default=None, metavar="GIB",
+                        help="memory of one GPU in GiB as torch reports it (overrides --gpu)")
+    parser.add_argument("--headroom", type=float, default=HEADROOM, metavar="FRACTION",
+                        help=f"share of GPU memory the plan must leave free (default {HEADROOM})")
     parser.add_argument("--workspace-gb", type=float, default=None, metavar="GIB",
                         help="fixed CUDA context/NCCL/fragmentation allowance (default 6)")
     parser.add_argument("--warn-only", action="store_true", help="print a warning instead of failing when it does not fit")
@@ -62,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
           f"recompute={inp.recompute}, precision={inp.precision}, micro_batch={inp.micro_batch_size}")
     for note in plan.notes:
         print(note)
-    print(planner.format_table(plan, args.gpu_memory_gb))
-    if not planner.fits(plan, args.gpu_memory_gb):
-        msg = (f"estimated {plan.total / planner.GIB:.1f} GiB per GPU exceeds {args.gpu_memory_gb:g} GiB; "
+    gpu_gib = GPU_GIB[args.gpu] if args.gpu_gib is None else args.gpu_gib
+    print(planner.format_table(plan, gpu_gib, args.headroom))
+    if not planner.fits(plan, gpu_gib, args.headroom):
+        msg = (f"estimated {plan.total / planner.GIB:.1f} GiB per GPU exceeds "
+               f"{planner.usable_gib(gpu_gib, args.headroom):.1f} GiB ({gpu_gib:g} GiB less "
+               f"{args.headroom:.0%} headroom); "
                "raise parallel.tp/cp/pp, set train.recompute=full, or use more GPUs")
         if not args.warn_only:
             raise UserError(msg)
@@ -93,7 +102,8 @@ def _load(path: str, overrides: list[str]):
 def _check_flags(args: argparse.Namespace) -> None:
     check_int("--num-gpus", args.num_gpus, 1, "the GPUs of the whole run", optional=True)
     check_int("--seq-length", args.seq_length, 1, optional=True)
-    check_number("--gpu-memory-gb", args.gpu_memory_gb, low=0, low_open=True)
+    check_number("--gpu-gib", args.gpu_gib, low=0, low_open=True, optional=True)
+    check_number("--headroom", args.headroom, low=0, high=1, high_open=True)
     check_number("--workspace-gb", args.workspace_gb, low=0, optional=True)
 
 

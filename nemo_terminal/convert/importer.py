@@ -13,11 +13,11 @@ the one safetensors shard mapped while reading that group.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -28,7 +28,6 @@ from nemo_terminal.checkpoint.integrity import record_hashes
 from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
 from nemo_terminal.convert.mapping import (Pair, check_coverage, check_tied_copies, expand, hf_to_megatron,
                                           tied_copies)
-from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
 from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir, staged_output
 
@@ -88,6 +87,19 @@ class _GroupSource:
         return part.reshape(sizes) if part.is_contiguous() else part.contiguous().reshape(sizes)
 
 
+@contextmanager
+def _no_zip_crc32() -> Iterator[None]:
+    """torch.save's per-record CRC32 is about a third of import's CPU time (measured: 6.2 -> 4.2 s
+    CPU for two 8B layers). torch.load does not need it, and every checkpoint file gets a content
+    hash (checkpoint/integrity.py) that every later load checks."""
+    old = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        yield
+    finally:
+        torch.serialization.set_crc32_options(old)
+
+
 def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
     """Coverage and shape checks before anything is written."""
 
@@ -143,7 +155,8 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
         source = _GroupSource(hf, cfg, pairs, target, prepend, progress)
         pyt_state_dict = to_dcp_state_dict(sharded)
         writer = FileSystemWriter(str(it), single_file_per_rank=False, thread_count=1, sync_files=False)
-        dcp_save(pyt_state_dict, storage_writer=writer, planner=_lazy_planner_class()(source.chunk))
+        with _no_zip_crc32():
+            dcp_save(pyt_state_dict, storage_writer=writer, planner=_lazy_planner_class()(source.chunk))
         progress.close()
         get_default_save_common_strategy().save_common(megatron_lm.common_state(cfg, iteration=0), it)
         megatron_lm.write_run_config(it, cfg)

@@ -18,6 +18,7 @@ import torch
 from nemo_terminal.errors import UserError
 from nemo_terminal.models import config_json
 from nemo_terminal.options import Recompute
+from nemo_terminal.runtime.device import accelerator_present
 
 QWEN3_VOCAB_SIZE = 151936
 
@@ -212,6 +213,10 @@ def to_transformer_config(
         hidden_dropout=0.0,
         attention_dropout=0.0,
         bias_dropout_fusion=False,
+        # Fused SwiGLU keeps only fc1's output (the unfused one also keeps the SiLU output and a copy
+        # of the linear half: 10f instead of 6f bytes per token, training/planner.py). It runs on the
+        # CPU too, but through torch.compile (10-20 s per process and shape), so CPU runs keep it off.
+        bias_activation_fusion=accelerator_present(),
         apply_rope_fusion=False,
         masked_softmax_fusion=False,
         persist_layer_norm=False,

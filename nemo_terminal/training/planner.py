@@ -17,24 +17,32 @@ Model state (megatron-core DDP + distributed optimizer, as the trainer builds th
     optimizer= P_stage · 12 / (dp·cp)      (fp32 master + Adam m + v, sharded over the DP×CP group;
                                             8 in fp32 runs, which need no separate master copy)
 
-Activations, after Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
-Transformer Models"): a GPT layer stores s·b·h·(34 + 5·a·s/h) bytes, 34·sbh/tp with TP+SP.
-Their 34 is a sum of named tensors (norm/linear inputs 10, attention 14 with dropout masks,
-GeLU MLP 19 incl. 4h-wide intermediates); we re-add the same tensors for Qwen3's shape
-(GQA, q/k RMSNorm, SwiGLU with ffn f, no dropout), per token (T = b·s/cp tokens per rank):
+Activations: what megatron-core's autograd graph keeps for backward, tensor by tensor (e bytes
+per element: 2 in bf16, 4 in fp32; rsigma and the softmax statistics are fp32 in both). Counted
+per token (T = b·s/cp tokens per rank), each storage once, and checked against a real
+megatron-core TransformerLayer under `saved_tensors_hooks` in tests/unit/recipes/test_planner_measured.py
+(within 5% for TP 1/2, GQA ratios 1/2/4, SwiGLU fused and not, SP on and off):
 
-    seq_part = 2h + 2h + 2h + 2h   input-norm input, qkv input, pre-MLP-norm input, fc1 input
-                                   (replicated over TP, divided by tp only with SP)
-    tp_part  = 2(a+2k)d            qkv output (q/k RMSNorm inputs, v)
-             + 2(a+k)d             q, k after norm + RoPE (saved by the attention kernel)
-             + 2·a·d               attention output = o-proj input
-             + 4f + 2f             fc1 output (gate, up) and SwiGLU output = fc2 input
-    A_layer  = T · (seq_part / (tp if SP else 1) + tp_part / tp)
+    seq_part = 2·e·h + 2·4        input-norm and pre-MLP-norm inputs + their fp32 rsigma
+             + 2·e·h              qkv and fc1 inputs (the norm outputs)
+             [+ 2·e·h]            local spec only: torch's RMSNorm also keeps its normalized input
+                                  (replicated over TP, divided by tp only with SP)
+    tp_part  = e(a+2k)d           qkv output (k/v and, with one KV group per rank, q are views of it)
+             [+ e·a·d]            q copy: `get_query_key_value_tensors` reshapes a strided q view when
+                                  a TP rank holds more than one KV group (k/tp > 1) of several q heads (a > k)
+             + 4(a+k)             q/k RMSNorm rsigma  [+ e(a+k)d normalized copies, local spec only]
+             + e(a+k)d            q, k after RoPE (saved by the attention kernel)
+             + e·a·d + 4a         attention output (= o-proj input) + fp32 softmax statistics
+             + 3·e·f              fused SwiGLU (bias_activation_fusion): fc1 output + fc2 input;
+             | 5·e·f              unfused: also the SiLU output and a copy of the linear half
+    rope     = 4·e·d              unfused THD RoPE: cos and sin for q and for k, not split by TP
+                                  (0 with apply_rope_fusion, whose kernel reads the shared table)
+    A_layer  = T · (seq_part / (tp if SP else 1) + tp_part / tp + rope)
              + 5·a·(s/cp)·s·b / tp  only for unfused attention (model.attention_backend=local):
-                                    Korthikanti's score/softmax term; flash/fused kernels drop it
+                                    Korthikanti et al. 2022's score/softmax term; flash/fused drop it
 
-For Qwen3-8B this recount gives 33.5·h per token, close to the paper's 34; for 32B (f = 5h,
-a·d = 1.6h) it gives 48.8·h, which is why the 34 constant is not used directly.
+For Qwen3-8B at TP1 in bf16 (fused SwiGLU, unfused RoPE) this is 35.8·h bytes per token, near
+Korthikanti et al.'s GPT constant of 34; with the unfused SwiGLU it is 47.8·h.
 
 Recompute (train.recompute, as mapped in models/qwen3.py):
     none      A_layer per layer
@@ -62,10 +70,10 @@ import math
 from dataclasses import dataclass, field
 
 from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.training.gpu_memory import GIB, GPU_GIB, HEADROOM, usable_gib  # noqa: F401 (re-exported)
 from nemo_terminal.options import Precision, Recompute
 from nemo_terminal.runtime.parallel import ParallelConfig, micro_batches_per_step
 
-GIB = 1024**3
 WORKSPACE_GIB = 6.0
 
 
@@ -84,6 +92,10 @@ class PlanInput:
     recompute: Recompute = Recompute.none
     fused_attention: bool = True
     """False only for megatron's local (unfused) attention, which stores the s² score matrix."""
+    swiglu_fusion: bool = True
+    """Fused SwiGLU (the GPU default, models/qwen3.py); False plans the unfused one."""
+    rope_fusion: bool = False
+    """TE's fused RoPE (train.rope_fusion where TE runs)."""
     workspace_gib: float = WORKSPACE_GIB
 
 
@@ -129,15 +141,38 @@ def stage_params(m: Qwen3Config, p: ParallelConfig, stage: str) -> int:
     return n + v_h + m.hidden_size  # output layer (or the tied embedding's copy) + final norm
 
 
+@dataclass(frozen=True)
+class Kernels:
+    """Which implementation runs each piece of a layer: it decides what autograd keeps."""
+
+    swiglu_fusion: bool = True
+    """megatron's fused SwiGLU (`bias_activation_fusion`, on on GPUs: models/qwen3.py)."""
+    rope_fusion: bool = False
+    """TE's fused RoPE (`apply_rope_fusion`); unfused THD RoPE keeps cos/sin per layer."""
+    te_norms: bool = True
+    """TE's RMSNorm (input and rsigma kept); the local spec's torch RMSNorm also keeps its normalized input."""
+    fused_attention: bool = True
+    """False only for megatron's local (unfused) attention, which stores the s² score matrix."""
+
+
 def activation_bytes_per_layer(m: Qwen3Config, p: ParallelConfig, seq_length: int, micro_batch: int,
-                               fused_attention: bool = True) -> float:
+                               fused_attention: bool = True, kernels: Kernels | None = None,
+                               element_bytes: int = 2) -> float:
     """A_layer of the module docstring: one layer, one micro-batch, one rank, no recompute."""
+    k_ = kernels or Kernels(fused_attention=fused_attention)
+    e, f32 = element_bytes, 4
     h, a, k, d, f = m.hidden_size, m.num_attention_heads, m.num_key_value_heads, m.head_dim, m.intermediate_size
     tokens = micro_batch * seq_length / p.cp
-    seq_part = 8 * h
-    tp_part = 2 * (a + 2 * k) * d + 2 * (a + k) * d + 2 * a * d + 6 * f
-    out = tokens * (seq_part / (p.tp if p.sequence_parallel else 1) + tp_part / p.tp)
-    if not fused_attention:
+    seq_part = 4 * e * h + 2 * f32 + (0 if k_.te_norms else 2 * e * h)
+    tp_part = e * (a + 2 * k) * d + f32 * (a + k) + e * (a + k) * d + e * a * d + f32 * a
+    if k // p.tp > 1 and a > k:  # q heads of several KV groups per rank: reshaping them out of the qkv view copies
+        tp_part += e * a * d
+    if not k_.te_norms:
+        tp_part += e * (a + k) * d
+    tp_part += (3 if k_.swiglu_fusion else 5) * e * f
+    rope = 0 if k_.rope_fusion else 4 * e * d
+    out = tokens * (seq_part / (p.tp if p.sequence_parallel else 1) + tp_part / p.tp + rope)
+    if not k_.fused_attention:
         out += 5 * a * (seq_length / p.cp) * seq_length * micro_batch / p.tp
     return out
 
@@ -157,12 +192,14 @@ def _activations(inp: PlanInput, micro_batches: int, stage: str) -> tuple[float,
     layers = stage_layer_count(m, p, stage)
     # A middle stage holds at most as many micro-batches as the first: counted as many (an upper bound).
     flight = in_flight_micro_batches(p, micro_batches) if stage in ("first", "middle") else 1.0
-    full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, inp.fused_attention)
-    if inp.recompute == "selective":
-        full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, True)
+    kernels = Kernels(swiglu_fusion=inp.swiglu_fusion, rope_fusion=inp.rope_fusion,
+                      fused_attention=inp.fused_attention or inp.recompute == "selective")
+    e = 2 if inp.precision == "bf16" else 4
+    full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, kernels=kernels,
+                                            element_bytes=e)
     if inp.recompute == "full":
         tokens = inp.micro_batch_size * inp.seq_length / p.cp
-        kept = tokens * 2 * m.hidden_size / (p.tp if p.sequence_parallel else 1)
+        kept = tokens * e * m.hidden_size / (p.tp if p.sequence_parallel else 1)
         return layers * flight * kept + full_layer, flight
     return layers * flight * full_layer, flight
 
@@ -202,18 +239,19 @@ def _micro_batches(inp: PlanInput, dp: int) -> int:
     return micro_batches_per_step(inp.global_batch_size, inp.micro_batch_size, dp)
 
 
-def format_table(plan: MemoryPlan, gpu_gib: float) -> str:
-    """The CLI's table: one line per component, then the total against the GPU's memory."""
+def format_table(plan: MemoryPlan, gpu_gib: float, headroom: float = HEADROOM) -> str:
+    """The CLI's table: one line per component, then the total against the GPU's usable memory."""
     width = max(len(k) for k in plan.components) + 2
     lines = [f"{'component':<{width}}{'GiB':>9}", "-" * (width + 9)]
     lines += [f"{name:<{width}}{value / GIB:>9.2f}" for name, value in plan.components.items()]
     lines.append("-" * (width + 9))
     lines.append(f"{'total':<{width}}{plan.total / GIB:>9.2f}")
-    verdict = "fits" if fits(plan, gpu_gib) else "DOES NOT FIT"
+    verdict = "fits" if fits(plan, gpu_gib, headroom) else "DOES NOT FIT"
     lines.append(f"{'GPU memory':<{width}}{gpu_gib:>9.2f}   -> {verdict} "
-                 f"({plan.total / GIB / gpu_gib * 100:.0f}% used, {plan.stage} pipeline stage)")
+                 f"({plan.total / GIB / gpu_gib * 100:.0f}% used, {plan.stage} pipeline stage; "
+                 f"limit {usable_gib(gpu_gib, headroom):.1f} GiB with {headroom:.0%} headroom)")
     return "\n".join(lines)
 
 
-def fits(plan: MemoryPlan, gpu_gib: float) -> bool:
-    return plan.total <= gpu_gib * GIB and math.isfinite(plan.total)
+def fits(plan: MemoryPlan, gpu_gib: float, headroom: float = HEADROOM) -> bool:
+    return plan.total <= usable_gib(gpu_gib, headroom) * GIB and math.isfinite(plan.total)

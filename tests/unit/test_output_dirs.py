@@ -110,6 +110,13 @@ def test_a_failed_replacement_leaves_the_old_output_intact(tmp_path):
         raise RuntimeError("disk full")
     assert (out / "model.safetensors").read_text() == "old weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    stale = tmp_path / ".hf.tmp-999999999"  # left by a killed writer (no such pid)
+    stale.mkdir()
+    with staged_output(out, HF_EXPORT, force=True) as tmp:
+        (tmp / EXPORT_MARKER).write_text("{}")
+        (tmp / "model.safetensors").write_text("new weights")
+    assert (out / "model.safetensors").read_text() == "new weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
 def test_path_errors_are_one_line_and_early(tmp_path, tokenizer_dir, corpus, capsys):

@@ -39,6 +39,11 @@ DEFAULT_IDENTITY_PATTERNS = (
     r"\bDeepSeek[- ]?(?:V\d|R\d|Coder|Chat)",
     r"深度求索",
 )
+# Every default identity pattern contains one of these words (matched case-insensitively). In
+# ASCII text that is a substring test on the lowercased text: ~20x cheaper than the regex, and
+# exact (no non-ASCII character can case-fold into them there), so the regex runs only on hits.
+_IDENTITY_KEYWORDS = ("deepseek", "chatgpt", "claude", "gemini", "gpt-4", "qwen", "kimi", "openai", "anthropic",
+                      "google", "alibaba", "moonshot")
 _CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
 _COMPLETE = re.compile(r'"task_complete"\s*:\s*true')
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for the polynomial n-gram hash
@@ -109,6 +114,19 @@ class RecordFilter:
         self.benchmark = benchmark_index if benchmark_index is not None and len(benchmark_index) else None
         patterns = list(DEFAULT_IDENTITY_PATTERNS) + list(cfg.identity_patterns_extra)
         self.identity = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+        self._identity_default = re.compile("|".join(f"(?:{p})" for p in DEFAULT_IDENTITY_PATTERNS), re.IGNORECASE)
+        extra = cfg.identity_patterns_extra
+        self._identity_extra = re.compile("|".join(f"(?:{p})" for p in extra), re.IGNORECASE) if extra else None
+
+    def leaks_identity(self, text: str) -> bool:
+        """`self.identity.search(text)`, computed faster: see _IDENTITY_KEYWORDS."""
+        if self._identity_extra is not None and self._identity_extra.search(text):
+            return True
+        if text.isascii():
+            low = text.lower()
+            if not any(k in low for k in _IDENTITY_KEYWORDS):
+                return False
+        return self._identity_default.search(text) is not None
 
     def contaminated(self, turns: Turns) -> bool:
         if self.benchmark is None:
@@ -129,9 +147,9 @@ class RecordFilter:
             return "too_many_turns"
         if cfg.require_complete and not _COMPLETE.search(answers[-1]):
             return "incomplete"
-        if cfg.chinese and any(_CJK.search(a) for a in answers):
+        if cfg.chinese and any(not a.isascii() and _CJK.search(a) for a in answers):
             return "chinese_chars"
-        if cfg.identity_leak and any(self.identity.search(a) for a in answers):
+        if cfg.identity_leak and any(self.leaks_identity(a) for a in answers):
             return "identity_leak"
         if self.contaminated(turns):
             return "contaminated"

@@ -79,6 +79,73 @@ def _raise_remote(seq: int, payload: tuple) -> None:
     raise WorkerError(f"a worker process failed {where}: {line}\n{tb}")
 
 
+class WorkerPool:
+    """`workers` spawned processes running `fn`, each set up by `initializer(*initargs, True)`.
+
+    Started on construction, so workers load (e.g. a tokenizer) while the caller does other
+    work; `map` may be called once. Use as a context manager, or call `close()`: it stops and
+    reaps every worker, whatever state the run is in.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], workers: int, initializer: Callable[..., None],
+                 initargs: tuple, in_flight: int = 0):
+        self.in_flight = in_flight or 8 * workers  # a slow task stalls the others only when this is full
+        # spawn, not fork: the parent may hold threads (tokenizers' rayon pool, torch) that fork would copy broken.
+        ctx = mp.get_context("spawn")
+        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.procs = [ctx.Process(target=_worker, name=f"prepare-worker-{i}", daemon=True,
+                                  args=(fn, initializer, (*initargs, True), self.tasks, self.results, os.getpid()))
+                      for i in range(workers)]
+        for p in self.procs:
+            p.start()
+        self._drained = False  # every result was yielded: workers are idle and may exit cleanly
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def map(self, items: Iterable[Any]) -> Iterator[Any]:
+        """Yield fn(item) in input order, with at most `in_flight` items sent but not yet yielded."""
+        source = iter(items)
+        sent = next_out = 0
+        done: dict[int, Any] = {}
+        exhausted = False
+        while True:
+            while not exhausted and sent - next_out < self.in_flight:  # keep the workers fed
+                try:
+                    self.tasks.put((sent, next(source)))
+                    sent += 1
+                except StopIteration:
+                    exhausted = True
+            if next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+                continue
+            if exhausted and next_out == sent:
+                self._drained = True
+                return
+            seq, ok, payload = _receive(self.results, self.procs)
+            if not ok:
+                _raise_remote(seq, payload)
+            done[seq] = payload
+
+    def close(self) -> None:
+        """Ask idle workers to exit; kill them at once after a failed or abandoned run."""
+        for p in self.procs:
+            if p.is_alive() and self._drained:
+                self.tasks.put(None)
+        for p in self.procs:
+            p.join(timeout=10 if self._drained else 0)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()  # never block on unsent items
+            q.close()
+
+
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
                 initializer: Callable[..., None], initargs: tuple, in_flight: int = 0) -> Iterator[Any]:
     """Yield fn(item) in input order. `initializer(*initargs, in_pool)` sets up each process.
@@ -91,65 +158,27 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
         for item in items:
             yield fn(item)
         return
-    in_flight = in_flight or 8 * workers
-    # spawn, not fork: the parent may hold threads (tokenizers' rayon pool, torch) that fork would copy broken.
-    ctx = mp.get_context("spawn")
-    tasks, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=_worker, name=f"prepare-worker-{i}", daemon=True,
-                         args=(fn, initializer, (*initargs, True), tasks, results, os.getpid()))
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    source = iter(items)
-    sent = next_out = 0
-    done: dict[int, Any] = {}
-    exhausted = False
-    try:
-        while True:
-            while not exhausted and sent - next_out < in_flight:  # keep the workers fed
-                try:
-                    tasks.put((sent, next(source)))
-                    sent += 1
-                except StopIteration:
-                    exhausted = True
-            if next_out in done:
-                yield done.pop(next_out)
-                next_out += 1
-                continue
-            if exhausted and next_out == sent:
-                break
-            seq, ok, payload = _receive(results, procs)
-            if not ok:
-                _raise_remote(seq, payload)
-            done[seq] = payload
-        for _ in procs:
-            tasks.put(None)
-        for p in procs:
-            p.join(timeout=30)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join(timeout=5)
-        for q in (tasks, results):
-            q.cancel_join_thread()  # never block interpreter exit on unsent items
-            q.close()
+    with WorkerPool(fn, workers, initializer, initargs, in_flight) as pool:
+        yield from pool.map(items)
 
 
 def _receive(results: Any, procs: list) -> tuple[int, bool, Any]:
-    """The next result; a WorkerError as soon as any worker has exited without being asked to."""
+    """The next result; a WorkerError as soon as any worker has exited without being asked to
+    (a worker's own error report, sent just before it exits, is preferred as the cause)."""
     while True:
+        dead = next((p for p in procs if not p.is_alive()), None)
+        if dead is None:
+            try:
+                return results.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
         try:
-            return results.get(timeout=_POLL_S)
+            while True:
+                seq, ok, payload = results.get(timeout=_POLL_S)
+                if not ok:
+                    return seq, ok, payload
         except queue.Empty:
             pass
-        for p in procs:
-            if not p.is_alive():
-                try:  # a failing initializer reports before it exits: prefer its message
-                    seq, ok, payload = results.get(timeout=_POLL_S)
-                    return seq, ok, payload
-                except queue.Empty:
-                    pass
-                raise WorkerError(
-                    f"prepare worker {p.name} (pid {p.pid}) {_describe_exit(p.exitcode)}; the run is "
-                    "stopped and nothing was published: re-run the same command to prepare again")
+        raise WorkerError(
+            f"prepare worker {dead.name} (pid {dead.pid}) {_describe_exit(dead.exitcode)}; the run is "
+            "stopped and nothing was published: re-run the same command to prepare again")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -18,7 +17,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from nemo_terminal.data.pipeline.pack import OriginPacker
-from nemo_terminal.data.pipeline.parallel_map import ordered_map
+from nemo_terminal.data.pipeline.parallel_map import WorkerPool, ordered_map
 from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.processing import Result, init_worker, process_chunk
 from nemo_terminal.data.pipeline.readers import BadInputFile, InputFile, file_sha256, iter_rows, resolve_inputs
@@ -26,7 +25,7 @@ from nemo_terminal.data.pipeline.report import Accounting, kept_check
 from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.tokenizer import tokenizer_hash
-from nemo_terminal.output_dir import DATASET, check_output
+from nemo_terminal.output_dir import DATASET, check_output, remove_stale_temp_dirs
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +91,6 @@ def _existing_report(out_dir: Path, manifest: dict[str, Any]) -> Optional[dict[s
     return existing.report or {}
 
 
-def _remove_stale_temp_dirs(out_dir: Path) -> None:
-    """A killed prepare leaves `.NAME.tmp-PID`; remove those whose process is gone."""
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            log.info("removing %s left by a killed prepare", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
-
-
 def _manifest(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig) -> dict[str, Any]:
     decon = cfg.filters.decontaminate_file
     return {
@@ -131,15 +117,43 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
                     cfg: PrepareConfig, force: bool = False) -> dict[str, Any]:
     """Prepare a packed dataset at out_dir and return its report. A no-op (returning the stored
     report) when out_dir already holds the same inputs prepared with the same settings."""
-    from nemo_terminal.data.pipeline.filters import build_benchmark_index
-    from nemo_terminal.data.store import PackedDatasetWriter
-    from nemo_terminal.models.tokenizer import ENDOFTEXT_ID, check_tokenizer_dir
+    from nemo_terminal.models.tokenizer import check_tokenizer_dir
 
     tokenizer_dir, out = str(check_tokenizer_dir(tokenizer_dir)), Path(out_dir)
     files = resolve_inputs(list(inputs), cfg.split)
     # --out apart from every input, --force only onto a dataset: refused before any work.
     check_output(out, DATASET, inputs=[*inputs, tokenizer_dir, cfg.filters.decontaminate_file], force=force,
                  refuse_existing=False)
+    # Unless out may hold an up-to-date dataset, start the workers now: they load the tokenizer
+    # while this process hashes the tokenizer and the inputs.
+    pool, bench = None, None
+    if force or not out.exists():
+        bench = _benchmark_index(cfg)
+        pool = WorkerPool(process_chunk, cfg.workers, init_worker, (tokenizer_dir, cfg, bench, cfg.pad_multiple())) \
+            if cfg.workers > 1 else None
+    try:
+        return _prepare(files, tokenizer_dir, out, cfg, force, pool, bench)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _benchmark_index(cfg: PrepareConfig) -> Optional[np.ndarray]:
+    from nemo_terminal.data.pipeline.filters import build_benchmark_index
+
+    if not cfg.filters.decontaminate_file:
+        return None
+    bench = build_benchmark_index(cfg.filters.decontaminate_file, cfg.filters.decontaminate_ngram)
+    log.info("decontamination: %d benchmark %d-grams", len(bench), cfg.filters.decontaminate_ngram)
+    return bench
+
+
+def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: PrepareConfig, force: bool,
+             pool: Optional[WorkerPool], bench: Optional[np.ndarray]) -> dict[str, Any]:
+    """prepare_dataset after its checks: the no-op test, then the run and its report."""
+    from nemo_terminal.data.store import PackedDatasetWriter
+    from nemo_terminal.models.tokenizer import ENDOFTEXT_ID
+
     manifest = _manifest(files, tokenizer_dir, cfg)
     manifest["pad_id"] = ENDOFTEXT_ID
     if not force:
@@ -147,15 +161,11 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
         if existing is not None:
             log.info("%s is up to date with its inputs and settings; nothing to do (--force re-runs)", out)
             return existing
-    _remove_stale_temp_dirs(out)
-    bench = None
-    if cfg.filters.decontaminate_file:
-        bench = build_benchmark_index(cfg.filters.decontaminate_file, cfg.filters.decontaminate_ngram)
-        log.info("decontamination: %d benchmark %d-grams", len(bench), cfg.filters.decontaminate_ngram)
+    remove_stale_temp_dirs(out)  # left by a killed prepare
     acct = Accounting([f.path for f in files], manifest["origins"])
     start = time.perf_counter()
     with PackedDatasetWriter(out, manifest, force=force) as writer:
-        _run(files, tokenizer_dir, cfg, bench, acct, writer)
+        _run(files, tokenizer_dir, cfg, bench, acct, writer, pool)
         elapsed = time.perf_counter() - start
         report = acct.report(cfg.seq_length, {
             "elapsed_s": round(elapsed, 3), "workers": cfg.workers, "thinking": cfg.thinking,
@@ -180,7 +190,7 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
 
 
 def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: Optional[np.ndarray],
-         acct: Accounting, writer: Any) -> None:
+         acct: Accounting, writer: Any, pool: Optional[WorkerPool]) -> None:
     """The streaming loop: results in input order -> dedup -> packer -> writer."""
     from tqdm import tqdm
 
@@ -196,8 +206,9 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
             writer.add_bin(b, origin)
             acct.add_bin(sum(length for _, _, length in b), origin)
 
-    results = ordered_map(process_chunk, _chunks(files, cfg, acct), cfg.workers, init_worker,
-                          (tokenizer_dir, cfg, bench, cfg.pad_multiple()))
+    chunks = _chunks(files, cfg, acct)
+    results = pool.map(chunks) if pool is not None else \
+        ordered_map(process_chunk, chunks, 1, init_worker, (tokenizer_dir, cfg, bench, cfg.pad_multiple()))
     try:
         for meta, chunk_results in results:
             for (fi, ri), res in zip(meta, chunk_results):
@@ -221,5 +232,5 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
                                 refresh=False)
         write(packer.flush())
     finally:
-        results.close()  # on error: stops the feeder thread and shuts the worker pool down
+        results.close()  # the caller closes the pool
         bar.close()

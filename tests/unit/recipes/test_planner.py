@@ -9,7 +9,7 @@ import pytest
 
 from nemo_terminal.cli import main
 from nemo_terminal.models.qwen3 import qwen3_size
-from nemo_terminal.training.planner import GIB, PlanInput, activation_bytes_per_layer, estimate
+from nemo_terminal.training.planner import GIB, Kernels, PlanInput, activation_bytes_per_layer, estimate
 from nemo_terminal.runtime.parallel import ParallelConfig
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -30,16 +30,23 @@ def test_components_match_a_hand_calculation():
     assert c["weights"] == 2 * params
     assert c["grads (fp32 buffer)"] == 4 * params
     assert c["optimizer (dist, fp32)"] == 12 * params / 8  # sharded over dp 4 x cp 2
-    # Per token and layer: seq part 8*4096 / tp 4 = 8192; tp part (12288 + 10240 + 8192 + 6*12288) / 4 = 26112
-    assert c["activations"] == 36 * 16_384 * (8_192 + 26_112)  # 16384 tokens per CP rank
+    # Per token and layer (bf16, e = 2): seq part (4*2*4096 norm/linear inputs + 2*4 fp32 rsigma) / tp 4 = 8194;
+    # tp part / 4: qkv out 2*48*128 = 12288, q/k rsigma 4*40 = 160, q/k after RoPE 2*40*128 = 10240,
+    # attention out 2*32*128 = 8192 + fp32 softmax stats 4*32 = 128, q copy (2 KV groups of 4 heads
+    # per rank) 8192, fused SwiGLU 3*2*12288 = 73728: 112928 / 4 = 28232; unfused RoPE cos/sin 4*2*128 = 1024
+    assert c["activations"] == 36 * 16_384 * (8_194 + 28_232 + 1_024)  # 16384 tokens per CP rank
     assert c["logits + cross-entropy"] == 16_384 * 37_984 * 6 + 16_384 * 4 * 4096 / 4
     assert c["workspace allowance"] == 6 * GIB
 
 
 def test_qwen3_8b_recount_is_close_to_korthikanti_34():
-    """The docstring's claim: our per-token recount for 8B is 33.5·h (Korthikanti's GPT constant: 34)."""
-    one_rank = activation_bytes_per_layer(qwen3_size("8b"), ParallelConfig(), seq_length=1, micro_batch=1)
-    assert one_rank / 4096 == 33.5
+    """The docstring's claim: 35.8·h bytes per token for 8B at TP1 (Korthikanti's GPT constant: 34),
+    47.8·h with the unfused SwiGLU."""
+    m, p = qwen3_size("8b"), ParallelConfig()
+    fused = activation_bytes_per_layer(m, p, seq_length=1, micro_batch=1)
+    unfused = activation_bytes_per_layer(m, p, seq_length=1, micro_batch=1, kernels=Kernels(swiglu_fusion=False))
+    assert (round(fused / 4096, 1), round(unfused / 4096, 1)) == (35.8, 47.8)
+    assert unfused - fused == 2 * 2 * 12288  # the SiLU output and the linear half's copy, bf16
 
 
 def test_recompute_and_unfused_attention_move_activations_the_right_way():
@@ -64,9 +71,23 @@ def test_cli_refuses_a_layout_that_cannot_fit(capsys):
            "parallel.tp=1", "parallel.pp=1", "parallel.cp=1", "parallel.sequence_parallel=false"]
     assert main(bad) == 1
     out = capsys.readouterr()
-    assert "DOES NOT FIT" in out.out and "exceeds 80 GiB" in out.err
+    assert "DOES NOT FIT" in out.out and "(79.6 GiB less 5% headroom)" in out.err
     assert main(bad + ["--warn-only"]) == 0
     assert "warning:" in capsys.readouterr().out
+
+
+def test_cli_gpu_choice_and_headroom(capsys):
+    """8B TP1 without SP at 32K: ~85 GiB. Too big for an H100's 79.6 GiB, fits an H200's 139.8;
+    a headroom that leaves less than the plan refuses it again."""
+    argv = ["plan", "--config", str(CONFIGS / "qwen3_8b_terminal_sft_32k.yaml"), "--num-gpus", "8",
+            "parallel.tp=1", "parallel.cp=1", "parallel.sequence_parallel=false"]
+    assert main(argv) == 1
+    total = float(next(line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("total")))
+    assert 79.6 * 0.95 < total < 139.8 * 0.95
+    assert main(argv + ["--gpu", "h200"]) == 0
+    assert "139.80" in capsys.readouterr().out
+    assert main(argv + ["--gpu", "h200", "--headroom", f"{1 - total / 139.8 + 0.01:.3f}"]) == 1
+    assert main(argv + ["--gpu-gib", str(total + 1), "--headroom", "0"]) == 0
 
 
 def test_cli_reads_model_and_seq_length_from_the_run_inputs(tmp_path, capsys):

@@ -111,3 +111,21 @@ def test_ngrams_are_case_and_whitespace_insensitive():
     b = ngram_hashes("the quick brown\t\tFOX", 2)
     np.testing.assert_array_equal(a, b)
     assert len(ngram_hashes("too short", 14)) == 0
+
+
+def test_fast_identity_check_equals_the_full_regex():
+    """leaks_identity skips the regex on ASCII text without a keyword; the answer must not change."""
+    import random
+
+    from nemo_terminal.data.pipeline.filters import RecordFilter
+
+    rng = random.Random(0)
+    pieces = ["I am DeepSeek", "i'M an ai assistant called qwen", "built by OpenAI", "deepseek-v3", "DEEPSEEK R1",
+              "as Claude", "made by 深度求索", "ls -la /app", "pip install gpt-4all", "google-chrome", "Kimi",
+              "I am \u212aimi", "as gpt-4o", "this is a model named GEMINI", "\u00e9t\u00e9", "cat notes.txt"]
+    texts = [" ".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) for _ in range(3000)]
+    for extra in ([], [r"trained by acme"]):
+        f = RecordFilter(FilterConfig(identity_patterns_extra=extra))
+        got = [f.leaks_identity(t) for t in texts + ["trained by ACME"]]
+        assert got == [f.identity.search(t) is not None for t in texts + ["trained by ACME"]]
+        assert 0 < sum(got) < len(got)
