@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny Qwen3 checkpoints built offline, and the gpu marker."""
+"""Shared fixtures: tiny Qwen3 checkpoints built offline, the gpu marker, Docker and Harbor (system tests)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+# Task files under fixtures/ (e.g. a Harbor task's tests/test_outputs.py) run inside containers, not here.
+collect_ignore = ["fixtures"]
 
 TINY_SHAPES = {
     # 0.6B-like: tied embeddings, heads*head_dim (4*32=128) != hidden (64).
@@ -49,3 +52,47 @@ def tiny_tied_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_tied_only")
     write_tiny_model(out, seed=0, force=True, **TINY_SHAPES["tied"])
     return out
+
+
+# --- System tools (tools/ci_system_deps.sh): skip without them, fail in CI ------------------------
+
+BASE_IMAGE = "local/debian-tools:bookworm"
+
+
+def _docker_missing() -> str | None:
+    import subprocess
+
+    from nemo_terminal.testing import find_tool
+
+    docker = find_tool("docker")
+    if docker is None:
+        return "docker is not installed"
+    checks = {
+        "the Docker daemon is not running": [docker, "info"],
+        "the docker compose v2 plugin is missing": [docker, "compose", "version"],
+        f"the base image {BASE_IMAGE} is not built": [docker, "image", "inspect", BASE_IMAGE],
+    }
+    for missing, cmd in checks.items():
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            return missing
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> str:
+    """The docker CLI, with a running daemon, `docker compose` (v2) and BASE_IMAGE built offline."""
+    from nemo_terminal.testing import find_tool, require
+
+    require(_docker_missing())
+    return str(find_tool("docker"))
+
+
+@pytest.fixture(scope="session")
+def harbor_exe(docker_ready):
+    """Harbor's executable in its own venv (Harbor runs tasks in Docker, hence docker_ready)."""
+    from nemo_terminal.harbor.install import HARBOR_VERSION, find_harbor
+    from nemo_terminal.testing import require
+
+    harbor = find_harbor()
+    require(None if harbor else f"Harbor {HARBOR_VERSION} (its venv) is not installed")
+    return harbor

@@ -27,6 +27,7 @@ from nemo_terminal.models.qwen3 import Qwen3Config
 
 BRIDGE_TRAIN_STATE = "latest_train_state.pt"
 EMBEDDING = "embedding.word_embeddings.weight"
+OUTPUT_LAYER = "output_layer.weight"
 
 
 @dataclass
@@ -108,9 +109,15 @@ def _shape_from_tensors(cfg: Qwen3Config, iter_dir: Path) -> None:
     """Vocabulary size and stored dtype from the checkpoint's embedding (padded vocabularies included)."""
     from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
 
-    meta = read_dcp_metadata(iter_dir).state_dict_metadata.get(EMBEDDING)
+    tensors = read_dcp_metadata(iter_dir).state_dict_metadata
+    meta = tensors.get(EMBEDDING)
     if meta is None or not hasattr(meta, "size"):
         raise UserError(f"{iter_dir} has no {EMBEDDING}: not a GPTModel checkpoint")
+    untied = OUTPUT_LAYER in tensors
+    if untied == cfg.tie_word_embeddings:
+        raise UserError(f"{iter_dir}: the saved config says tie_word_embeddings={cfg.tie_word_embeddings}, but the "
+                        f"checkpoint {'has' if untied else 'lacks'} {OUTPUT_LAYER}; the metadata is not from "
+                        "these weights")
     cfg.vocab_size = int(meta.size[0])
     cfg.torch_dtype = str(meta.properties.dtype).removeprefix("torch.")  # config.json's names: bfloat16, ...
 

@@ -39,7 +39,8 @@ class Qwen3Config:
     rope_theta: float = 1_000_000.0
     max_position_embeddings: int = 40960
     rope_scaling: Optional[dict[str, Any]] = None
-    """HF rope_scaling, e.g. {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32768}."""
+    """None (plain rope) or YaRN as {"rope_type": "yarn", "factor", "original_max_position_embeddings"[, beta_fast,
+    beta_slow, truncate]}: the one rope description that either config.json form is read into (config_json.py)."""
     torch_dtype: str = "bfloat16"
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     """Other config.json keys (bos/eos ids, ...), carried through to export untouched."""

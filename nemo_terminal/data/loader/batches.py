@@ -73,10 +73,26 @@ def build_micro_batch(bins: Sequence[Bin], seq_length: int, pad_id: int, cp_size
         "position_ids": torch.from_numpy(offset[idx]).unsqueeze(0),
         "cu_seqlens": torch.from_numpy(cu.astype(np.int32)),
         "cu_seqlens_padded": torch.from_numpy(cu_padded.astype(np.int32)),
-        "max_seqlen": int(lens_padded.max()),
+        "max_seqlen": rope_max_seqlen(int(lens_padded.max()), seq_length, t_full),
         "num_loss_tokens": int(local_mask.sum()),
         "num_tokens": int(is_real[idx].sum()),
     }
+
+
+def rope_max_seqlen(longest: int, seq_length: int, t_full: int) -> int:
+    """The max_seqlen a micro-batch declares: `longest` (padded document) rounded up to a power of two.
+
+    megatron's RotaryEmbedding.forward caches one table per distinct max_seqlen (lru_cache of 32),
+    so a per-batch exact value would keep up to 32 tables of [max_seqlen, head_dim] alive; rounding
+    bounds the keys to log2(seq_length) + 2 while staying within 2x of the longest document (TE sizes
+    some softmax statistics by it). Never rounded onto t_full: megatron's THD RoPE reads a table of
+    exactly t_full rows as *global* positions (offset by each document's start), which would be
+    wrong for every document but the first.
+    """
+    bucket = min(1 << max(longest - 1, 0).bit_length(), seq_length)
+    if bucket == t_full and longest < t_full:
+        bucket = t_full - 1
+    return max(bucket, longest)
 
 
 def packed_seq_params(batch: dict[str, Any]):

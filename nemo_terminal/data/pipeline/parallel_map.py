@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import traceback
@@ -45,14 +46,21 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
+def _failure(seq: int, err: BaseException) -> bytes:
+    return pickle.dumps((seq, False, (err if isinstance(err, UserError) else None, _one_line(err),
+                                      traceback.format_exc())))
+
+
 def _worker(fn: Callable[[Any], Any], initializer: Callable[..., None], initargs: tuple,
             tasks: Any, results: Any, parent: int) -> None:
-    """Worker main loop: init, then (seq, item) -> (seq, True, fn(item)) until a None task."""
+    """Worker main loop: init, then (seq, item) -> (seq, True, fn(item)) until a None task.
+
+    Results are pickled here, not in the queue's feeder thread, where a pickling error would be
+    printed and the result lost (and the parent would wait for it forever)."""
     try:
         initializer(*initargs)
     except BaseException as err:  # report, then exit: the parent fails the run (no respawn)
-        results.put((-1, False, (err if isinstance(err, UserError) else None, _one_line(err),
-                                 traceback.format_exc())))
+        results.put(_failure(-1, err))
         return
     while True:
         try:
@@ -65,10 +73,9 @@ def _worker(fn: Callable[[Any], Any], initializer: Callable[..., None], initargs
             return
         seq, item = task
         try:
-            results.put((seq, True, fn(item)))
+            results.put(pickle.dumps((seq, True, fn(item)), protocol=pickle.HIGHEST_PROTOCOL))
         except BaseException as err:
-            results.put((seq, False, (err if isinstance(err, UserError) else None, _one_line(err),
-                                      traceback.format_exc())))
+            results.put(_failure(seq, err))
 
 
 def _raise_remote(seq: int, payload: tuple) -> None:
@@ -169,12 +176,12 @@ def _receive(results: Any, procs: list) -> tuple[int, bool, Any]:
         dead = next((p for p in procs if not p.is_alive()), None)
         if dead is None:
             try:
-                return results.get(timeout=_POLL_S)
+                return pickle.loads(results.get(timeout=_POLL_S))
             except queue.Empty:
                 continue
         try:
             while True:
-                seq, ok, payload = results.get(timeout=_POLL_S)
+                seq, ok, payload = pickle.loads(results.get(timeout=_POLL_S))
                 if not ok:
                     return seq, ok, payload
         except queue.Empty:

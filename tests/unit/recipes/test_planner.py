@@ -77,10 +77,10 @@ def test_cli_refuses_a_layout_that_cannot_fit(capsys):
 
 
 def test_cli_gpu_choice_and_headroom(capsys):
-    """8B TP1 without SP at 32K: ~85 GiB. Too big for an H100's 79.6 GiB, fits an H200's 139.8;
+    """8B at TP2 CP2 SP, 32K: ~88 GiB. Too big for an H100's 79.6 GiB, fits an H200's 139.8;
     a headroom that leaves less than the plan refuses it again."""
     argv = ["plan", "--config", str(CONFIGS / "qwen3_8b_terminal_sft_32k.yaml"), "--num-gpus", "8",
-            "parallel.tp=1", "parallel.cp=1", "parallel.sequence_parallel=false"]
+            "parallel.tp=2", "parallel.cp=2"]
     assert main(argv) == 1
     total = float(next(line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("total")))
     assert 79.6 * 0.95 < total < 139.8 * 0.95
