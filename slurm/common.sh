@@ -6,7 +6,7 @@
 # Variables (all optional here; each script adds its own):
 #   PROJECT_DIR       the nemo_terminal checkout            default: the sbatch submit directory
 #   PYTHON            interpreter inside the container      default: python
-#   CONTAINER_IMAGE   NGC image for pyxis/enroot            default: nvcr.io/nvidia/pytorch:25.01-py3
+#   CONTAINER_IMAGE   NGC image for pyxis/enroot            default: nvcr.io/nvidia/pytorch:25.12-py3
 #                     set to "" or "none" to run on the host (no container)
 #   CONTAINER_MOUNTS  pyxis --container-mounts (src:dst,...) default: "$PROJECT_DIR:$PROJECT_DIR"
 #                     add the directories of your data, checkpoints and runs
@@ -15,7 +15,7 @@
 PROJECT_DIR="${PROJECT_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"
 PYTHON="${PYTHON:-python}"
 # ${X-default} (no colon): an explicitly empty CONTAINER_IMAGE means "no container".
-CONTAINER_IMAGE="${CONTAINER_IMAGE-nvcr.io/nvidia/pytorch:25.01-py3}"
+CONTAINER_IMAGE="${CONTAINER_IMAGE-nvcr.io/nvidia/pytorch:25.12-py3}"
 CONTAINER_MOUNTS="${CONTAINER_MOUNTS:-$PROJECT_DIR:$PROJECT_DIR}"
 export PROJECT_DIR PYTHON
 # The checkout is imported from the mount, so code edits need no image rebuild; the image (or the

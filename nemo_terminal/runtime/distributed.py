@@ -10,7 +10,7 @@ import subprocess
 
 import torch.distributed as dist
 
-from nemo_terminal.runtime import cpu_compat, megatron_compat
+from nemo_terminal.runtime import container_check, cpu_compat, megatron_compat
 from nemo_terminal.runtime.device import select_device
 from nemo_terminal.runtime.parallel import ParallelConfig
 
@@ -56,6 +56,8 @@ def init_distributed(timeout_minutes: int = 30) -> tuple[int, int]:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
     device = select_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if os.environ.get("RANK") == "0":
+        container_check.warn_if_torch_replaced()
     dist.init_process_group(backend=device.backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return dist.get_rank(), dist.get_world_size()
 
