@@ -6,8 +6,10 @@
 # Variables (all optional here; each script adds its own):
 #   PROJECT_DIR       the nemo_terminal checkout            default: the sbatch submit directory
 #   PYTHON            interpreter inside the container      default: python
-#   CONTAINER_IMAGE   NGC image for pyxis/enroot            default: nvcr.io/nvidia/pytorch:25.12-py3
-#                     set to "" or "none" to run on the host (no container)
+#   CONTAINER_IMAGE   NGC image for pyxis/enroot            default: nvcr.io/nvidia/pytorch:25.11-py3
+#                     set to "" or "none" to run on the host (no container). 25.11 is the image
+#                     megatron-core 0.16.1's own CI builds on (its docker/.ngc_version.dev); it ships
+#                     TE 2.x and the pip constraint file that keeps its torch (docs/cluster.md)
 #   CONTAINER_MOUNTS  pyxis --container-mounts (src:dst,...) default: "$PROJECT_DIR:$PROJECT_DIR"
 #                     add the directories of your data, checkpoints and runs
 #                     (e.g. CONTAINER_MOUNTS="$PROJECT_DIR:$PROJECT_DIR,/lustre/me:/lustre/me")
@@ -15,7 +17,7 @@
 PROJECT_DIR="${PROJECT_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"
 PYTHON="${PYTHON:-python}"
 # ${X-default} (no colon): an explicitly empty CONTAINER_IMAGE means "no container".
-CONTAINER_IMAGE="${CONTAINER_IMAGE-nvcr.io/nvidia/pytorch:25.12-py3}"
+CONTAINER_IMAGE="${CONTAINER_IMAGE-nvcr.io/nvidia/pytorch:25.11-py3}"
 CONTAINER_MOUNTS="${CONTAINER_MOUNTS:-$PROJECT_DIR:$PROJECT_DIR}"
 export PROJECT_DIR PYTHON
 # The checkout is imported from the mount, so code edits need no image rebuild; the image (or the

@@ -40,10 +40,19 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _serve_until_parent_dies(parent_pid: int) -> None:
+    """The Manager's initializer. It ignores the preemption signals: Slurm's `scancel --signal=USR1`
+    (and a SIGTERM preemption) reach every process of the step, and a Manager killed by them
+    breaks the save the trainer is making in answer to that very signal (BrokenPipeError)."""
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    die_with_parent(parent_pid)
+
+
 def _manager_dying_with(parent_pid: int):
     """A spawned multiprocessing Manager that gets SIGKILL when `parent_pid` exits."""
     manager = SyncManager(ctx=mp.get_context("spawn"))
-    manager.start(initializer=die_with_parent, initargs=(parent_pid,))
+    manager.start(initializer=_serve_until_parent_dies, initargs=(parent_pid,))
     return manager
 
 

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         micro_batch_size=cfg.train.micro_batch_size, global_batch_size=cfg.train.global_batch_size,
         precision=cfg.train.precision, recompute=cfg.train.recompute,
         fused_attention=cfg.model.attention_backend != "local",
+        # A plan is for GPUs: fused SwiGLU there; TE's fused RoPE as the trainer decides it (training/performance.py)
+        rope_fusion=(cfg.train.rope_fusion and cfg.model.attention_backend in ("auto", "te")
+                     and not (model.rope_scaling or cfg.model.yarn_factor)),
         workspace_gib=planner.WORKSPACE_GIB if args.workspace_gb is None else args.workspace_gb,
     )
     plan = planner.estimate(inp)

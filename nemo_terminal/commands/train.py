@@ -29,12 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from nemo_terminal.runtime import destroy
     from nemo_terminal.training.trainer import Trainer
 
-    from nemo_terminal.training.preemption import EXIT_PREEMPTED
+    from nemo_terminal.training.preemption import EXIT_PREEMPTED, exit_together
 
     trainer = Trainer(cfg)
     try:
         trainer.setup().train()
+        if trainer.stopped_by:  # saved and stopped early: a distinct code, so Slurm requeues only then
+            exit_together(EXIT_PREEMPTED)
     finally:
         destroy()
-    # Stopped by SIGTERM/SIGUSR1 after saving: a distinct code, so Slurm scripts requeue only then.
-    return EXIT_PREEMPTED if trainer.stopped_by else 0
+    return 0

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
+from nemo_terminal.checkpoint.dcp_reader import ByteRange
 from nemo_terminal.errors import UserError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -47,6 +49,8 @@ class HFCheckpoint:
     root: Path
     files: dict[str, str] = field(default_factory=dict)  # tensor name -> file name
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # tensor name -> (safetensors dtype code, first data byte in its file, byte count)
+    layout: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     @classmethod
     def scan(cls, root: str | Path) -> "HFCheckpoint":
@@ -76,6 +80,7 @@ class HFCheckpoint:
                         ckpt.shapes[key] = tuple(f.get_slice(key).get_shape())
             except Exception as err:  # safetensors raises its own error types for bad headers
                 raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+            ckpt.layout.update(_data_layout(path))  # the header safe_open has just validated
         if weight_map is not None:
             for key, name in weight_map.items():
                 if ckpt.files.get(key) != name:
@@ -89,6 +94,18 @@ class HFCheckpoint:
                     f"{self.root / self.files[key]}: tensor {key} has shape {list(self.shapes[key])}, "
                     f"but config.json implies {list(shape)}"
                 )
+
+    def row_bytes(self, name: str, rows: tuple[int, int], dtype: torch.dtype) -> ByteRange | None:
+        """Where rows [r0, r1) (axis 0) of tensor `name` lie in its file, when it is stored as
+        `dtype` (safetensors data is little-endian and row-major); None when a cast is needed."""
+        code, start, nbytes = self.layout[name]
+        if code != _ST_CODES.get(dtype) or sys.byteorder != "little":
+            return None
+        shape = self.shapes[name]
+        row = nbytes // shape[0] if shape and shape[0] else 0
+        r0, r1 = rows
+        assert 0 <= r0 <= r1 <= (shape[0] if shape else 1) and row * (shape[0] if shape else 1) == nbytes, (name, rows)
+        return ByteRange(self.root / self.files[name], start + r0 * row, (r1 - r0) * row)
 
     def read(self, names: Sequence[str]) -> list[torch.Tensor]:
         """The named tensors; each shard involved is opened and closed within this call."""
@@ -107,6 +124,16 @@ class HFCheckpoint:
             except Exception as err:
                 raise UserError(f"{path}: cannot read tensors {list(names)} (truncated or corrupt?): {err}") from None
         return [out[n] for n in names]
+
+
+def _data_layout(path: Path) -> dict[str, tuple[str, int, int]]:
+    """{tensor: (dtype code, absolute data offset, byte count)} from a safetensors header."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    start = 8 + size
+    return {k: (v["dtype"], start + v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0])
+            for k, v in header.items() if k != "__metadata__"}
 
 
 # -- writing ---------------------------------------------------------------------------------------

@@ -4,55 +4,37 @@ How memory stays bounded: the checkpoint's structure (keys, global shapes,
 chunk offsets) comes from a GPTModel built on the *meta* device, so no weight
 is allocated up front. torch.distributed.checkpoint then writes one file per
 chunk (`single_file_per_rank=False`, one thread) and asks our planner for each
-chunk's data only when it writes it; the planner reads that group's HF
-tensors (q/k/v, gate/up, or one tensor), transforms and casts them, and keeps
-only the last group. Peak ≈ one group in and out (a few hundred MB for 8B
-layers; the embedding, 1.2 GB in bf16, is the largest) plus the pages of
-the one safetensors shard mapped while reading that group.
+chunk's data only when it writes it. Stored in the target dtype (the usual case),
+a chunk's bytes are byte ranges of the HF files, since every transform only moves
+whole rows: they are copied file to file by the kernel (dcp_copy_writer.py), so
+import costs about a copy. Otherwise the planner reads that group's HF tensors
+(q/k/v, gate/up, or one tensor), transforms and casts them, and keeps only the
+last group: peak ≈ one group in and out (a few hundred MB for 8B layers; the
+embedding, 1.2 GB in bf16, is the largest).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import shutil
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import megatron_lm
+from nemo_terminal.checkpoint.dcp_reader import ByteRange
 from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
 from nemo_terminal.checkpoint.integrity import record_hashes
+from nemo_terminal.convert.dcp_copy_writer import ChunkFills, copy_planner, copy_save, copy_writer
 from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
 from nemo_terminal.convert.mapping import (Pair, check_coverage, check_tied_copies, expand, hf_to_megatron,
-                                          tied_copies)
+                                          megatron_shape, tied_copies)
 from nemo_terminal.models.qwen3 import Qwen3Config
 from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir, staged_output
 
 log = logging.getLogger(__name__)
-
-
-def _lazy_planner_class():
-    from torch.distributed.checkpoint.planner import WriteItemType
-
-    from nemo_terminal.runtime.megatron_compat import save_planner_class
-
-    class LazySavePlanner(save_planner_class()):
-        """Produces each tensor chunk from HF weights at the moment it is written."""
-
-        def __init__(self, produce: Callable[[str, tuple[int, ...], tuple[int, ...]], torch.Tensor]):
-            super().__init__(flatten_state_dict=False)
-            self._produce = produce
-
-        def resolve_data(self, write_item):
-            if write_item.type == WriteItemType.BYTE_IO:
-                return super().resolve_data(write_item)
-            chunk = write_item.tensor_data.chunk
-            return self._produce(write_item.index.fqn, tuple(chunk.offsets), tuple(chunk.sizes))
-
-    return LazySavePlanner
 
 
 class _GroupSource:
@@ -63,6 +45,7 @@ class _GroupSource:
         self.hf, self.cfg, self.dtype, self.prepend, self.progress = hf, cfg, dtype, prepend, progress
         self.by_key = {(p.megatron, p.layer): p for p in pairs}
         self._last: tuple[tuple[str, int | None], torch.Tensor] | None = None
+        self._runs: dict = {}  # (transform, HF shapes) -> _hf_row_runs
 
     def full(self, key: str, layer: int | None) -> torch.Tensor:
         if self._last is not None and self._last[0] == (key, layer):
@@ -77,27 +60,70 @@ class _GroupSource:
             self.progress.update(1)
         return full
 
-    def chunk(self, fqn: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+    def chunk(self, fqn: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor | list[ByteRange]:
+        """One checkpoint chunk: where its bytes lie in the HF files, or (a cast needed) the tensor."""
         n = self.prepend.get(fqn, 0)
         layer = offsets[0] if n else None
         assert not n or sizes[0] == 1, (fqn, sizes)
+        ranges = self.byte_ranges(self.by_key[(fqn, layer)], offsets[n:], sizes[n:])
+        if ranges is not None:
+            if self.progress is not None:
+                self.progress.update(1)
+            return ranges
         full = self.full(fqn, layer)
         index = tuple(slice(o, o + s) for o, s in zip(offsets[n:], sizes[n:]))
         part = full[index]
         return part.reshape(sizes) if part.is_contiguous() else part.contiguous().reshape(sizes)
 
+    def byte_ranges(self, pair: Pair, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> list[ByteRange] | None:
+        """The HF file bytes of megatron rows [offsets[0], +sizes[0]) of one pair's tensor, when the
+        chunk holds whole rows and the HF tensors are stored in the target dtype; else None."""
+        shapes = [self.hf.shapes[h] for h in pair.hf]
+        if not pair.transform.selects_rows or any(offsets[1:]) or (
+                tuple(sizes[1:]) != tuple(megatron_shape(pair, shapes)[1:])):
+            return None
+        key = (pair.transform, tuple(shapes))
+        if key not in self._runs:
+            self._runs[key] = _hf_row_runs(pair, shapes, self.cfg)
+        if self._runs[key] is None:
+            return None
+        out: list[ByteRange] = []
+        lo, hi, pos = offsets[0], offsets[0] + sizes[0], 0
+        for i, r0, r1 in self._runs[key]:
+            a, b = max(lo, pos), min(hi, pos + r1 - r0)
+            if a < b:
+                rng = self.hf.row_bytes(pair.hf[i], (r0 + a - pos, r0 + b - pos), self.dtype)
+                if rng is None:
+                    return None
+                if out and out[-1].path == rng.path and out[-1].offset + out[-1].nbytes == rng.offset:
+                    prev = out.pop()
+                    rng = ByteRange(rng.path, prev.offset, prev.nbytes + rng.nbytes)
+                out.append(rng)
+            pos += r1 - r0
+        return out
 
-@contextmanager
-def _no_zip_crc32() -> Iterator[None]:
-    """torch.save's per-record CRC32 is about a third of import's CPU time (measured: 6.2 -> 4.2 s
-    CPU for two 8B layers). torch.load does not need it, and every checkpoint file gets a content
-    hash (checkpoint/integrity.py) that every later load checks."""
-    old = torch.serialization.get_crc32_options()
-    torch.serialization.set_crc32_options(False)
-    try:
-        yield
-    finally:
-        torch.serialization.set_crc32_options(old)
+
+def _hf_row_runs(pair: Pair, shapes: list[tuple[int, ...]], cfg: Qwen3Config) -> list[tuple[int, int, int]] | None:
+    """The rows of a pair's megatron tensor as runs (HF tensor index, first row, end row), in
+    order. Every transform that only moves whole rows, applied to the HF tensors' global row
+    numbers, gives them (export's _row_runs runs the other direction). None when it does not."""
+    if any(not s for s in shapes):
+        return None
+    bases = [0]
+    for s in shapes:
+        bases.append(bases[-1] + s[0])
+    numbers = [torch.arange(b, b + s[0]).reshape(s[0], *([1] * (len(s) - 1))) for b, s in zip(bases, shapes)]
+    rows = hf_to_megatron(pair.transform, numbers, cfg)
+    if rows.numel() != rows.shape[0] or rows.shape[0] != megatron_shape(pair, shapes)[0]:
+        return None
+    runs: list[list[int]] = []
+    for g in rows.reshape(-1).tolist():
+        i = bisect.bisect_right(bases, g) - 1
+        if runs and runs[-1][0] == i and runs[-1][2] == g - bases[i]:
+            runs[-1][2] += 1
+        else:
+            runs.append([i, g - bases[i], g - bases[i] + 1])
+    return [(i, r0, r1) for i, r0, r1 in runs]
 
 
 def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
@@ -121,7 +147,6 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
     from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
     from megatron.core.dist_checkpointing.dict_utils import nested_values
     from megatron.core.dist_checkpointing.serialization import get_default_save_common_strategy
-    from torch.distributed.checkpoint import FileSystemWriter
     from torch.distributed.checkpoint import save as dcp_save
     from tqdm import tqdm
 
@@ -154,9 +179,9 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
         progress = tqdm(total=len(pairs), desc="import", unit="group", disable=not show_progress)
         source = _GroupSource(hf, cfg, pairs, target, prepend, progress)
         pyt_state_dict = to_dcp_state_dict(sharded)
-        writer = FileSystemWriter(str(it), single_file_per_rank=False, thread_count=1, sync_files=False)
-        with _no_zip_crc32():
-            dcp_save(pyt_state_dict, storage_writer=writer, planner=_lazy_planner_class()(source.chunk))
+        fills = ChunkFills()  # chunk bytes are copied file to file where they can (convert/dcp_copy_writer.py)
+        with copy_save(fills):
+            dcp_save(pyt_state_dict, storage_writer=copy_writer(it, fills), planner=copy_planner(source.chunk, fills))
         progress.close()
         get_default_save_common_strategy().save_common(megatron_lm.common_state(cfg, iteration=0), it)
         megatron_lm.write_run_config(it, cfg)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
 
 import torch
 
 log = logging.getLogger(__name__)
 
 
-def torch_replaced_reason() -> Optional[str]:
+def torch_replaced_reason() -> str | None:
     """Why this torch looks like a pip replacement of the NGC image's one, or None.
 
     NGC PyTorch images set NVIDIA_PYTORCH_VERSION; their torch is a CUDA build. A CPU-only torch
@@ -28,7 +27,7 @@ def torch_replaced_reason() -> Optional[str]:
     return None
 
 
-def warn_if_torch_replaced() -> Optional[str]:
+def warn_if_torch_replaced() -> str | None:
     """Log the reason (once per call site) and return it; None when torch looks like the image's own."""
     reason = torch_replaced_reason()
     if reason:

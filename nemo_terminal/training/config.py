@@ -94,6 +94,22 @@ class TrainConfig:
     after the last step, when a validation set exists."""
     max_consecutive_skips: int = 5
     """Steps with NaN/Inf loss or grad norm are skipped; this many in a row stops the run."""
+    # Speed settings as Megatron-Bridge uses them. Each is used only where it is supported, and the
+    # run logs any it leaves off and why (nemo_terminal/training/performance.py); none changes the result.
+    gpu_initialization: bool = True
+    """Build each rank's weight shards on its GPU before the checkpoint overwrites them (CPU: never).
+    false = megatron's use_cpu_initialization: full fp32 matrices on the CPU, minutes at 8B+."""
+    gradient_accumulation_fusion: bool = True
+    """TE linears accumulate weight gradients straight into the fp32 main_grad (TE backend only)."""
+    rope_fusion: bool = True
+    """TE's fused THD RoPE (TE backend only; off with YaRN, whose mscale TE's kernel ignores)."""
+    overlap_grad_reduce: bool = True
+    """Reduce-scatter gradient buckets during the backward pass (when DP x CP > 1)."""
+    overlap_param_gather: bool = True
+    """All-gather updated parameters during the next forward (GPU, DP x CP > 1); saves sync first."""
+    padded_only_cu_seqlens: bool = True
+    """At CP 1, give attention each document's padded span as the document (its padding trails it
+    and has no loss), so TE runs its plain THD kernel instead of the padded one."""
 
     def __post_init__(self) -> None:
         self.precision = Precision.parse(self.precision, "train.precision")
@@ -113,6 +129,10 @@ class TrainConfig:
         check_int("train.seed", self.seed, 0)
         check_int("train.eval_interval", self.eval_interval, 0, "0 evaluates after the last step only")
         check_int("train.max_consecutive_skips", self.max_consecutive_skips, 1)
+        for name in ("gpu_initialization", "gradient_accumulation_fusion", "rope_fusion", "overlap_grad_reduce",
+                     "overlap_param_gather", "padded_only_cu_seqlens"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
 
     def micro_batches_per_step(self, dp: int) -> int:
         return micro_batches_per_step(self.global_batch_size, self.micro_batch_size, dp)

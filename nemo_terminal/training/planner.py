@@ -20,8 +20,10 @@ Model state (megatron-core DDP + distributed optimizer, as the trainer builds th
 Activations: what megatron-core's autograd graph keeps for backward, tensor by tensor (e bytes
 per element: 2 in bf16, 4 in fp32; rsigma and the softmax statistics are fp32 in both). Counted
 per token (T = b·s/cp tokens per rank), each storage once, and checked against a real
-megatron-core TransformerLayer under `saved_tensors_hooks` in tests/unit/recipes/test_planner_measured.py
-(within 5% for TP 1/2, GQA ratios 1/2/4, SwiGLU fused and not, SP on and off):
+megatron-core TransformerLayer under `saved_tensors_hooks` in tests/unit/recipes/test_planner_measured.py:
+exact (5% allowed) in fp32 for TP 1/2, GQA ratios 1/2/4, SwiGLU fused and not, with the local spec
+(torch norms) and core attention keeping what TE's fused attention keeps. Not measurable on CPU:
+SP (the local spec refuses it) and TE's norms (input + rsigma, read from TE's source):
 
     seq_part = 2·e·h + 2·4        input-norm and pre-MLP-norm inputs + their fp32 rsigma
              + 2·e·h              qkv and fc1 inputs (the norm outputs)
@@ -49,7 +51,7 @@ Recompute (train.recompute, as mapped in models/qwen3.py):
     selective megatron-core recomputes the core attention only: removes the unfused 5as² term,
               equal to none under flash/fused attention
     full      uniform, 1 layer per checkpoint: each layer keeps only its input,
-              T·2h/(tp if SP else 1), plus one layer's A_layer live while it is recomputed
+              T·e·h/(tp if SP else 1), plus one layer's A_layer live while it is recomputed
 
 Pipeline: 1F1B keeps min(pp, m) micro-batches in flight on the first stage (m = micro-batches
 per step per DP rank); interleaving (vpp) multiplies that by (1 + (pp-1)/(pp·vpp)) (Narayanan

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import sys
 import threading
 from typing import Optional
 
@@ -14,6 +17,22 @@ from nemo_terminal.runtime.device import current_device
 EXIT_PREEMPTED = 75
 """`train`'s exit code after a preemption signal: the run saved and stopped early (sysexits.h
 EX_TEMPFAIL, "try again later"); slurm/train.sbatch requeues on it. A finished run exits 0."""
+
+
+def exit_together(code: int) -> None:
+    """Every rank leaves with `code` at the same moment; never returns.
+
+    Under `srun --kill-on-bad-exit` the first task to exit non-zero gets the others killed, and the
+    step's exit code becomes the kill's (143) if one is still in teardown (rank 0, serving the
+    rendezvous store, takes seconds). So: a barrier, flush, and `os._exit` with no teardown (the
+    checkpoint is saved and published; writer helpers die with the process, see
+    checkpoint/writer_processes.py)."""
+    if dist.is_initialized():
+        dist.barrier()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class PreemptionFlag:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.errors import UserError
+from nemo_terminal.models.provider import resolve_attention_backend
 from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0
 from nemo_terminal.runtime.device import current_device
@@ -33,6 +34,7 @@ from nemo_terminal.checkpoint.source import CheckpointSource, open_checkpoint
 from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
 from nemo_terminal.training.config import Config, check_run_paths, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
+from nemo_terminal.training import performance
 from nemo_terminal.training.metrics import MetricsLogger, flops_per_step
 from nemo_terminal.training.optimizer import (
     build_optimizer, build_scheduler, init_torch_adam_state, step_if_finite, uses_torch_adam,
@@ -164,10 +166,18 @@ class Trainer:
         from megatron.core.distributed import finalize_model_grads
 
         p, t = self.cfg.parallel, self.cfg.train
+        self.perf = performance.resolve(
+            t, accelerator=current_device().is_accelerator, cp=p.cp, dp_cp=self.dp * p.cp,
+            backend=resolve_attention_backend(self.cfg.model.attention_backend, p.sequence_parallel),
+            yarn=bool((self.model_cfg.rope_scaling or {}).get("rope_type") == "yarn"),
+        )
+        if is_rank0():
+            for reason in self.perf.dropped:
+                log.info("%s", reason)
         tcfg = to_transformer_config(
             self.model_cfg, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, sequence_parallel=p.sequence_parallel,
             first_stage_layers=p.first_stage_layers, last_stage_layers=p.last_stage_layers,
-            precision=t.precision, recompute=t.recompute,
+            precision=t.precision, recompute=t.recompute, **self.perf.transformer,
         )
         tcfg.finalize_model_grads_func = finalize_model_grads
         # Batched p2p posts a send and a recv to the same peer at once (pp=2, interleaved);
@@ -193,8 +203,8 @@ class Trainer:
             )
             chunks.append(current_device().move(chunk))
         ddp_cfg = DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=True,
-            check_for_nan_in_grad=False, average_in_collective=False,
+            grad_reduce_in_fp32=True, use_distributed_optimizer=True, check_for_nan_in_grad=False,
+            average_in_collective=False, **self.perf.ddp,
         )
         wrapped = [
             DistributedDataParallel(config=self.tcfg, ddp_config=ddp_cfg, module=c, disable_bucketing=i > 0)
@@ -202,10 +212,13 @@ class Trainer:
         ]
         for chunk in wrapped:
             chunk.broadcast_params()
-        if len(wrapped) > 1:
-            self.tcfg.no_sync_func = [c.no_sync for c in wrapped]
-        else:
-            self.tcfg.no_sync_func = wrapped[0].no_sync
+        def per_chunk(name: str):
+            funcs = [getattr(c, name) for c in wrapped]
+            return funcs if len(funcs) > 1 else funcs[0]
+
+        self.tcfg.no_sync_func = per_chunk("no_sync")
+        if ddp_cfg.overlap_grad_reduce:  # as Megatron-LM: the schedule starts each chunk's reduce in order
+            self.tcfg.grad_sync_func = per_chunk("start_grad_sync")
         return wrapped
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -249,6 +262,9 @@ class Trainer:
         return {"distrib_optim_sharding_type": kind}
 
     def save(self) -> Path:
+        if self.perf.ddp["overlap_param_gather"]:  # updated shards are gathered lazily: gather them now
+            for chunk in self.model:
+                chunk.start_param_sync(force_sync=True)
         state = self._model_state()
         state["optimizer"] = self.optimizer.sharded_state_dict(state, metadata=self._optim_meta())
         p = self.cfg.parallel
@@ -268,6 +284,9 @@ class Trainer:
         return checkpoint.save(state, self.run_dir, self.step, self.cfg.checkpoint.keep_last, files=files)
 
     # -- the loop -------------------------------------------------------------------------
+    def _forward_step_func(self):
+        return partial(_forward_step, padded_only=self.perf.padded_only_cu_seqlens)
+
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
         """One optimizer step over this rank's micro-batches; returns the global metrics."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -278,7 +297,7 @@ class Trainer:
         batches = [_to_device(b) for b in micro_batches]
         iterators: Any = [iter(batches) for _ in self.model] if len(self.model) > 1 else iter(batches)
         reports = get_forward_backward_func()(
-            forward_step_func=_forward_step, data_iterator=iterators, model=self.model,
+            forward_step_func=self._forward_step_func(), data_iterator=iterators, model=self.model,
             num_microbatches=len(batches), seq_length=int(batches[0]["tokens"].shape[1]) * self.cfg.parallel.cp,
             micro_batch_size=1, forward_only=False,
         )
@@ -304,7 +323,7 @@ class Trainer:
             while group := [_to_device(b) for b in itertools.islice(val, self.num_micro)]:
                 iterators: Any = [iter(group) for _ in self.model] if len(self.model) > 1 else iter(group)
                 reports += get_forward_backward_func()(
-                    forward_step_func=_forward_step, data_iterator=iterators, model=self.model,
+                    forward_step_func=self._forward_step_func(), data_iterator=iterators, model=self.model,
                     num_microbatches=len(group), seq_length=int(group[0]["tokens"].shape[1]) * self.cfg.parallel.cp,
                     micro_batch_size=1, forward_only=True,
                 )
@@ -369,13 +388,13 @@ class Trainer:
             )
 
 
-def _forward_step(data_iterator: Iterator, model):
+def _forward_step(data_iterator: Iterator, model, padded_only: bool = False):
     from nemo_terminal.data.loader.batches import packed_seq_params
 
     batch = next(data_iterator)
     output = model(
         batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
-        packed_seq_params=packed_seq_params(batch),
+        packed_seq_params=packed_seq_params(batch, padded_only=padded_only),
     )
     return output, partial(masked_token_loss, batch["loss_mask"])
 

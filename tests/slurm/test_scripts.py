@@ -44,7 +44,7 @@ def _container_args(tmp_path: Path, image: str | None, pyxis: bool) -> tuple[lis
 
 def test_container_flags_with_pyxis_default_image(tmp_path):
     args, _ = _container_args(tmp_path, None, pyxis=True)
-    assert args == ["--container-image=nvcr.io/nvidia/pytorch:25.01-py3",
+    assert args == ["--container-image=nvcr.io/nvidia/pytorch:25.11-py3",
                     f"--container-mounts={REPO}:{REPO}", f"--container-workdir={REPO}"]
 
 

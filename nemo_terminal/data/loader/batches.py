@@ -95,10 +95,19 @@ def rope_max_seqlen(longest: int, seq_length: int, t_full: int) -> int:
     return max(bucket, longest)
 
 
-def packed_seq_params(batch: dict[str, Any]):
-    """megatron-core PackedSeqParams (THD) for a micro-batch; cu_seqlens in full coordinates."""
+def packed_seq_params(batch: dict[str, Any], padded_only: bool = False):
+    """megatron-core PackedSeqParams (THD) for a micro-batch; cu_seqlens in full coordinates.
+
+    padded_only (CP 1 only): each padded span is the document. Its padding trails its real tokens,
+    which causal attention never lets them see, and has no loss, so the loss is unchanged, and TE
+    runs its plain THD kernel instead of the padded-THD one (as Megatron-Bridge does).
+    """
     from megatron.core.packed_seq_params import PackedSeqParams
 
+    if padded_only:
+        cu = batch["cu_seqlens_padded"]
+        return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                               max_seqlen_q=batch["max_seqlen"], max_seqlen_kv=batch["max_seqlen"])
     return PackedSeqParams(
         qkv_format="thd",
         cu_seqlens_q=batch["cu_seqlens"], cu_seqlens_kv=batch["cu_seqlens"],

@@ -62,10 +62,11 @@ def validate_record(conversations: Any) -> tuple[Optional[Turns], Optional[str]]
     for role, content in turns:
         if not content.strip() and role != "system":  # an empty system prompt renders as Qwen3 does
             return None, "empty_content"
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError:
-            return None, "invalid_utf8"
+        if not content.isascii():  # ASCII (most text) is valid UTF-8: skip the copy
+            try:
+                content.encode("utf-8")
+            except UnicodeEncodeError:
+                return None, "invalid_utf8"
         if "<|" in content and any(tok in content for tok in CONTROL_TOKENS):
             return None, "control_token_in_content"
     return turns, None

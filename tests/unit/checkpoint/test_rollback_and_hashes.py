@@ -22,7 +22,7 @@ def _fake_checkpoint(root: Path, step: int) -> Path:
     return it
 
 
-def test_prune_keeps_highest_steps_not_names(tmp_path):
+def test_prune_keeps_the_highest_steps(tmp_path):
     for step in (2, 4, 10, 12):
         _fake_checkpoint(tmp_path, step)
     cio.write_latest(tmp_path, "iter_0000012")
@@ -114,3 +114,31 @@ def test_import_child_environment_has_no_rank_variables(monkeypatch, name):
     monkeypatch.setenv("KEEP_ME", "x")
     env = single_process_env()
     assert name not in env and env["KEEP_ME"] == "x"
+
+
+def test_checkpoint_without_hashes_loads_with_one_line(tmp_path, capsys):
+    import pickle
+
+    import torch
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import (ChunkStorageMetadata, Metadata, MetadataIndex,
+                                                       TensorProperties, TensorStorageMetadata)
+
+    from nemo_terminal.checkpoint.preload import check_before_load
+
+    it = tmp_path / "iter_0000001"
+    it.mkdir()
+    (it / "metadata.json").write_text('{"sharded_backend": "torch_dist"}')
+    (it / "__0_0.distcp").write_bytes(bytes(16))
+    chunk = ChunkStorageMetadata(torch.Size([0]), torch.Size([4]))
+    md = Metadata({"w": TensorStorageMetadata(TensorProperties(dtype=torch.float32), torch.Size([4]), [chunk])})
+    md.storage_data = {MetadataIndex("w", torch.Size([0])): _StorageInfo("__0_0.distcp", 0, 16)}
+    (it / ".metadata").write_bytes(pickle.dumps(md))
+    check_before_load(it)
+    assert capsys.readouterr().out.count("integrity cannot be checked") == 1
+    integrity.record_hashes(it)
+    check_before_load(it)
+    assert "integrity" not in capsys.readouterr().out
+    (it / "__0_0.distcp").write_bytes(bytes(8))  # truncated: refused even without hashing
+    with pytest.raises(Exception, match="__0_0.distcp"):
+        check_before_load(it, verify_hashes=False)

@@ -10,13 +10,13 @@ from nemo_terminal.runtime.container_check import warn_if_torch_replaced
 
 
 def test_warns_inside_an_ngc_image_without_cuda(monkeypatch, caplog):
-    monkeypatch.setenv("NVIDIA_PYTORCH_VERSION", "25.12")
+    monkeypatch.setenv("NVIDIA_PYTORCH_VERSION", "25.11")
     with caplog.at_level(logging.WARNING, logger="nemo_terminal.runtime.container_check"):
         reason = warn_if_torch_replaced()
     if torch.cuda.is_available():  # a real GPU machine: nothing to warn about
         assert reason is None
         return
-    assert reason is not None and "NGC PyTorch 25.12" in reason
+    assert reason is not None and "NGC PyTorch 25.11" in reason
     assert "replaced the container's torch" in caplog.text
 
 
