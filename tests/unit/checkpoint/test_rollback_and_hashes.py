@@ -12,6 +12,7 @@ import pytest
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import integrity, save_load
+from nemo_terminal.errors import UserError
 
 
 def _fake_checkpoint(root: Path, step: int) -> Path:
@@ -140,5 +141,5 @@ def test_checkpoint_without_hashes_loads_with_one_line(tmp_path, capsys):
     check_before_load(it)
     assert "integrity" not in capsys.readouterr().out
     (it / "__0_0.distcp").write_bytes(bytes(8))  # truncated: refused even without hashing
-    with pytest.raises(Exception, match="__0_0.distcp"):
+    with pytest.raises(UserError, match="__0_0.distcp is truncated"):
         check_before_load(it, verify_hashes=False)
