@@ -151,7 +151,7 @@ def _bare_forward(data_iterator, model):
 
     batch = next(data_iterator)
     out = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
-                packed_seq_params=packed_seq_params(batch))
+                packed_seq_params=packed_seq_params(batch, padded_only=True))  # as the trainer at CP 1
     return out, partial(_bare_loss, batch["loss_mask"])
 
 

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         # A plan is for GPUs: fused SwiGLU there; TE's fused RoPE as the trainer decides it (training/performance.py)
         rope_fusion=(cfg.train.rope_fusion and cfg.model.attention_backend in ("auto", "te")
                      and not (model.rope_scaling or cfg.model.yarn_factor)),
+        te_norms=cfg.model.attention_backend in ("auto", "te"),
         workspace_gib=planner.WORKSPACE_GIB if args.workspace_gb is None else args.workspace_gb,
     )
     plan = planner.estimate(inp)

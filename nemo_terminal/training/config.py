@@ -106,7 +106,7 @@ class TrainConfig:
     overlap_grad_reduce: bool = True
     """Reduce-scatter gradient buckets during the backward pass (when DP x CP > 1)."""
     overlap_param_gather: bool = True
-    """All-gather updated parameters during the next forward (GPU, DP x CP > 1); saves sync first."""
+    """All-gather updated parameters during the next forward (DP x CP > 1); a save gathers them first."""
     padded_only_cu_seqlens: bool = True
     """At CP 1, give attention each document's padded span as the document (its padding trails it
     and has no loss), so TE runs its plain THD kernel instead of the padded one."""

@@ -98,6 +98,8 @@ class PlanInput:
     """Fused SwiGLU (the GPU default, models/qwen3.py); False plans the unfused one."""
     rope_fusion: bool = False
     """TE's fused RoPE (train.rope_fusion where TE runs)."""
+    te_norms: bool = True
+    """TE's RMSNorm (attention_backend te/auto); False for the torch/local specs' torch RMSNorm."""
     workspace_gib: float = WORKSPACE_GIB
 
 
@@ -194,7 +196,7 @@ def _activations(inp: PlanInput, micro_batches: int, stage: str) -> tuple[float,
     layers = stage_layer_count(m, p, stage)
     # A middle stage holds at most as many micro-batches as the first: counted as many (an upper bound).
     flight = in_flight_micro_batches(p, micro_batches) if stage in ("first", "middle") else 1.0
-    kernels = Kernels(swiglu_fusion=inp.swiglu_fusion, rope_fusion=inp.rope_fusion,
+    kernels = Kernels(swiglu_fusion=inp.swiglu_fusion, rope_fusion=inp.rope_fusion, te_norms=inp.te_norms,
                       fused_attention=inp.fused_attention or inp.recompute == "selective")
     e = 2 if inp.precision == "bf16" else 4
     full_layer = activation_bytes_per_layer(m, p, inp.seq_length, inp.micro_batch_size, kernels=kernels,

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.provider import resolve_attention_backend
-from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
+from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs, to_transformer_config
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0
 from nemo_terminal.runtime.device import current_device
 from nemo_terminal.runtime.launch import launch_rank, single_process_env
@@ -169,7 +169,7 @@ class Trainer:
         self.perf = performance.resolve(
             t, accelerator=current_device().is_accelerator, cp=p.cp, dp_cp=self.dp * p.cp,
             backend=resolve_attention_backend(self.cfg.model.attention_backend, p.sequence_parallel),
-            yarn=bool((self.model_cfg.rope_scaling or {}).get("rope_type") == "yarn"),
+            yarn=rope_kwargs(self.model_cfg)["position_embedding_type"] == "yarn",
         )
         if is_rank0():
             for reason in self.perf.dropped:

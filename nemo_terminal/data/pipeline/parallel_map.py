@@ -19,7 +19,8 @@ import pickle
 import queue
 import signal
 import traceback
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from nemo_terminal.errors import UserError
 
@@ -59,7 +60,7 @@ def _worker(fn: Callable[[Any], Any], initializer: Callable[..., None], initargs
     printed and the result lost (and the parent would wait for it forever)."""
     try:
         initializer(*initargs)
-    except BaseException as err:  # report, then exit: the parent fails the run (no respawn)
+    except BaseException as err:  # noqa: BLE001 - report any failure, then exit: the parent fails the run
         results.put(_failure(-1, err))
         return
     while True:
@@ -74,7 +75,7 @@ def _worker(fn: Callable[[Any], Any], initializer: Callable[..., None], initargs
         seq, item = task
         try:
             results.put(pickle.dumps((seq, True, fn(item)), protocol=pickle.HIGHEST_PROTOCOL))
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - sent to the parent, which raises it
             results.put(_failure(seq, err))
 
 
@@ -107,10 +108,10 @@ class WorkerPool:
             p.start()
         self._drained = False  # every result was yielded: workers are idle and may exit cleanly
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def map(self, items: Iterable[Any]) -> Iterator[Any]:

@@ -117,7 +117,7 @@ def _saved_model_weights(run_dir: str) -> dict:
 def test_overlapped_param_gather_saves_the_updated_weights(train_inputs, tmp_path):
     """Parameters updated by another DP rank arrive lazily (in the next forward); a checkpoint written
     right after a step must still hold them: the trainer gathers before it saves. Same losses too."""
-    save = {"checkpoint.save_final": True}
+    save = {"checkpoint.save_final": True, "checkpoint.save_interval": 2}  # a save mid-run, then more steps
     runs = {"gather": base_overrides(train_inputs, tmp_path / "gather", **save),
             "plain": base_overrides(train_inputs, tmp_path / "plain", **save, **{"train.overlap_param_gather": False})}
     res = run_distributed(_settings_many, world_size=2, timeout=600, runs=runs)[0]
