@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("nemo_terminal.commands.export_hf", "megatron-core checkpoint -> HF safetensors directory"),
     "verify": ("nemo_terminal.commands.verify", "compare HF and Megatron logits on fixed chat prompts"),
     "prepare": ("nemo_terminal.commands.prepare", "trajectories -> validated, filtered, masked, packed shards"),
-    "taskgen": ("nemo_terminal.commands.taskgen", "Terminal-Task-Gen: adapt / generate / envs / collect tasks and trajectories"),
+    "taskgen": (
+        "nemo_terminal.commands.taskgen",
+        "Terminal-Task-Gen: adapt / generate / envs / collect tasks and trajectories",
+    ),
     "stats": ("nemo_terminal.commands.stats", "print a prepared dataset's report and write histograms"),
     "inspect": ("nemo_terminal.commands.inspect", "show one packed bin with its trained tokens marked"),
     "train": ("nemo_terminal.commands.train", "supervised fine-tuning on megatron-core"),

@@ -7,15 +7,15 @@ so both accept the same override syntax and report errors the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from nemo_terminal.errors import UserError
 
 T = TypeVar("T")
 
 
-def load_structured(schema: type[T], path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
-                    explicit: Optional[dict[str, Any]] = None) -> T:
+def load_structured(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                    explicit: dict[str, Any] | None = None) -> T:
     """Defaults < YAML file < `key=value` overrides < explicit (non-None) values -> validated dataclass.
 
     Dataclass `__post_init__` validation runs on the merged result; omegaconf

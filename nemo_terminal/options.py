@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 from nemo_terminal.errors import UserError
 
@@ -78,7 +78,7 @@ class LengthPolicy(Choice):
     drop = "drop"
 
 
-def check_int(field: str, value: Optional[int], minimum: int, fix: str = "", optional: bool = False) -> None:
+def check_int(field: str, value: int | None, minimum: int, fix: str = "", optional: bool = False) -> None:
     """`value` must be an integer >= minimum (or None when optional)."""
     if value is None and optional:
         return
@@ -88,7 +88,7 @@ def check_int(field: str, value: Optional[int], minimum: int, fix: str = "", opt
                         f"got {value!r}{hint}")
 
 
-def check_number(field: str, value: Optional[float], *, low: float = -math.inf, high: float = math.inf,
+def check_number(field: str, value: float | None, *, low: float = -math.inf, high: float = math.inf,
                  low_open: bool = False, high_open: bool = False, fix: str = "", optional: bool = False) -> None:
     """`value` must be a finite number in the interval [low, high] (ends open where asked)."""
     if value is None and optional:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
 from nemo_terminal.errors import UserError
 
@@ -29,7 +29,7 @@ EXPORT_MARKER = "nemo_terminal_export.json"
 DEMO_MARKER = "nemo_terminal_demo.json"
 
 
-def _json_field(path: Path, key: str) -> Optional[object]:
+def _json_field(path: Path, key: str) -> object | None:
     try:
         return json.loads(path.read_text()).get(key)
     except (OSError, ValueError, AttributeError):
@@ -184,7 +184,7 @@ def require_dir(path: str | os.PathLike, flag: str) -> Path:
     return p
 
 
-def write_export_marker(out: Path, written_by: str, source: Optional[str] = None) -> None:
+def write_export_marker(out: Path, written_by: str, source: str | None = None) -> None:
     """Mark an HF directory as ours, so a later `--force` may replace it."""
     info = {"format": "nemo_terminal.hf_export/1", "written_by": written_by, "source": source}
     (Path(out) / EXPORT_MARKER).write_text(json.dumps(info, indent=2) + "\n")

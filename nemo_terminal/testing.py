@@ -14,8 +14,9 @@ import pickle
 import shutil
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, kwargs: dict, out: str) -> None:
@@ -174,7 +175,7 @@ class ScriptedChatServer:
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "ScriptedChatServer":
+    def __enter__(self) -> ScriptedChatServer:
         self._thread.start()
         return self
 

@@ -10,9 +10,11 @@ collect_ignore = ["fixtures"]
 
 TINY_SHAPES = {
     # 0.6B-like: tied embeddings, heads*head_dim (4*32=128) != hidden (64).
-    "tied": dict(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=32, ffn_size=128, tie_embeddings=True),
+    "tied": dict(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=32, ffn_size=128,
+                 tie_embeddings=True),
     # 8B-like: untied embeddings, heads*head_dim == hidden.
-    "untied": dict(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, ffn_size=96, tie_embeddings=False),
+    "untied": dict(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16, ffn_size=96,
+                   tie_embeddings=False),
 }
 
 

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common  # noqa: E402
@@ -64,7 +63,8 @@ def _rss_child(corpus: str, tokenizer_dir: str, out: str, workers: int, seq: int
         f"PrepareConfig(seq_length={seq}, workers={workers}, progress=False), force=True)\n"
         "s = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "c = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(json.dumps({'self_mib': s, 'child_mib': c, 'records': rep['records_in'], 'tokens': rep['tokens_total']}))\n"
+        "print(json.dumps({'self_mib': s, 'child_mib': c, "
+        "'records': rep['records_in'], 'tokens': rep['tokens_total']}))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -87,12 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from nemo_terminal.data.pipeline.prepare import prepare_dataset
     from nemo_terminal.data.pipeline.config import PrepareConfig
+    from nemo_terminal.data.pipeline.prepare import prepare_dataset
     from nemo_terminal.data.pipeline.readers import InputFile, iter_rows
     from nemo_terminal.data.pipeline.synthetic import write_parquet
     from nemo_terminal.models.tokenizer import write_qwen3_tokenizer
@@ -119,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         prep_cpu.append(_cpu_s() - c1)
         log.info("repeat %d: bare %.2fs (%.2f cpu-s), prepare %.2fs (%.2f cpu-s) (%d tokens)",
                  k, bare_s[-1], bare_cpu[-1], prep_s[-1], prep_cpu[-1], n_tokens)
-    ratios = [b / p for b, p in zip(bare_s, prep_s)]
+    ratios = [b / p for b, p in zip(bare_s, prep_s, strict=False)]
     rss_small = _rss_child(small, tok, str(work / "rss_small"), args.workers, args.seq_length)
     rss_large = _rss_child(large, tok, str(work / "rss_large"), args.workers, args.seq_length)
     large_rep = json.loads((work / "rss_large" / "report.json").read_text())
@@ -129,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "bare_encode_s": common.summary(bare_s),
         "prepare_s": common.summary(prep_s),
         "throughput_ratio": common.summary(ratios),
-        "cpu_ratio": common.summary([b / p for b, p in zip(bare_cpu, prep_cpu)]),
+        "cpu_ratio": common.summary([b / p for b, p in zip(bare_cpu, prep_cpu, strict=False)]),
         "prepare_tokens_per_s_median": n_tokens / common.summary(prep_s)["median"],
         "bare_tokens_per_s_median": n_tokens / common.summary(bare_s)["median"],
         "packing_efficiency_small": report["packing_efficiency"],
@@ -137,7 +137,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "truncated_large": large_rep["truncated"], "bins_large": large_rep["bins"],
         "doc_tokens_large_mean": large_rep["tokens_total"] / max(large_rep["records_kept"], 1),
         "peak_rss_mib": {"small": rss_small, "large": rss_large},
-        "rss_growth_10x": (rss_large["self_mib"] + rss_large["child_mib"]) / (rss_small["self_mib"] + rss_small["child_mib"]),
+        "rss_growth_10x": (rss_large["self_mib"] + rss_large["child_mib"])
+        / (rss_small["self_mib"] + rss_small["child_mib"]),
     }
     common.write_result(args.out, "prepare", result)
     print(f"bare encode {common.fmt(result['bare_encode_s'])}; prepare {common.fmt(result['prepare_s'])}")
@@ -147,7 +148,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cr = result["cpu_ratio"]
     print(f"CPU-time ratio bare/prepare (this process + workers; robust to other load): median {cr['median']:.3f} "
           f"(min {cr['min']:.3f} - max {cr['max']:.3f})")
-    print(f"prepare {result['prepare_tokens_per_s_median']:,.0f} tok/s vs bare {result['bare_tokens_per_s_median']:,.0f} tok/s")
+    print(f"prepare {result['prepare_tokens_per_s_median']:,.0f} tok/s "
+          f"vs bare {result['bare_tokens_per_s_median']:,.0f} tok/s")
     print(f"packing efficiency: small {result['packing_efficiency_small']:.4f}, large {pe:.4f}; target >= 0.95")
     print(f"peak RSS MiB small {rss_small}, large {rss_large}; growth x{result['rss_growth_10x']:.2f}; target <= 1.5")
     print(f"wrote {args.out}")

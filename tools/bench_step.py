@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -177,8 +177,8 @@ def step_worker(recipe: str, overrides: list[str], reps: int, warmup: int) -> di
     import torch
 
     from nemo_terminal.models.provider import resolve_attention_backend
-    from nemo_terminal.training.config import load_config
     from nemo_terminal.runtime.device import current_device
+    from nemo_terminal.training.config import load_config
     from nemo_terminal.training.metrics import flops_per_step
     from nemo_terminal.training.trainer import Trainer
 
@@ -285,7 +285,7 @@ def _backends(args: argparse.Namespace) -> list[str]:
     return chosen
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_device(args.device)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -114,17 +114,17 @@ class CheckpointReader:
             c_off, c_size = tuple(chunk.offsets), tuple(chunk.sizes)
             if c_off == offsets and c_size == sizes:
                 return self._load_chunk(key, c_off, c_size)
-            lo = [max(a, b) for a, b in zip(offsets, c_off)]
-            hi = [min(a + s, b + t) for a, s, b, t in zip(offsets, sizes, c_off, c_size)]
-            if all(h > l for l, h in zip(lo, hi)):
+            lo = [max(a, b) for a, b in zip(offsets, c_off, strict=False)]
+            hi = [min(a + s, b + t) for a, s, b, t in zip(offsets, sizes, c_off, c_size, strict=False)]
+            if all(h > low for low, h in zip(lo, hi, strict=False)):
                 overlapping.append((c_off, c_size, lo, hi))
         out = torch.empty(sizes, dtype=meta.properties.dtype)
         covered = 0
         for c_off, c_size, lo, hi in overlapping:
             chunk = self._load_chunk(key, c_off, c_size)
-            src = chunk[tuple(slice(l - c, h - c) for l, h, c in zip(lo, hi, c_off))]
-            out[tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, offsets))].copy_(src)
-            covered += math.prod(h - l for l, h in zip(lo, hi))
+            src = chunk[tuple(slice(low - c, h - c) for low, h, c in zip(lo, hi, c_off, strict=False))]
+            out[tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, offsets, strict=False))].copy_(src)
+            covered += math.prod(h - low for low, h in zip(lo, hi, strict=False))
             del chunk, src
         if covered != math.prod(sizes):
             raise UserError(f"{self.root}: the checkpoint holds only part of tensor {key} at offsets "

@@ -22,8 +22,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from nemo_terminal.checkpoint.preload import check_before_load
 from nemo_terminal.checkpoint.safe_pickle import allowed_globals

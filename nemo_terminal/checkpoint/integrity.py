@@ -17,7 +17,6 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
 
 import xxhash
 
@@ -67,7 +66,7 @@ def record_hashes(iter_dir: Path) -> None:
     write_record(iter_dir, hash_share(iter_dir, checkpoint_files(iter_dir)))
 
 
-def read_record(iter_dir: Path) -> Optional[dict[str, dict]]:
+def read_record(iter_dir: Path) -> dict[str, dict] | None:
     path = Path(iter_dir) / HASH_FILE
     if not path.is_file():
         return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
@@ -29,8 +29,8 @@ CHECKPOINT_VERSION = 3.0  # Megatron-LM's current common.pt format (tp/pp sizes 
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
-def megatron_lm_args(cfg: Qwen3Config, *, tp: int = 1, pp: int = 1, vpp: Optional[int] = None,
-                     first_stage_layers: Optional[int] = None, last_stage_layers: Optional[int] = None,
+def megatron_lm_args(cfg: Qwen3Config, *, tp: int = 1, pp: int = 1, vpp: int | None = None,
+                     first_stage_layers: int | None = None, last_stage_layers: int | None = None,
                      iteration: int = 0, world_size: int = 1) -> argparse.Namespace:
     """The Megatron-LM arguments of this model (the names `load_args_from_checkpoint` and
     `check_checkpoint_args` read). Optimizer and RNG state are never in a form Megatron-LM
@@ -127,7 +127,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_saved_args(iter_dir: Path) -> Optional[argparse.Namespace]:
+def read_saved_args(iter_dir: Path) -> argparse.Namespace | None:
     """Megatron-LM's `args` from common.pt through the restricted unpickler; None when absent."""
     from nemo_terminal.checkpoint.safe_pickle import torch_load
 

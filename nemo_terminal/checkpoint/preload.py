@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch.distributed as dist
 
@@ -25,14 +24,14 @@ from nemo_terminal.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def _step(path: Path) -> Optional[int]:
+def _step(path: Path) -> int | None:
     name = path.name
     if name.startswith("iter_") and name[5:].isdigit() and len(name) == 12:
         return int(name[5:])
     return None
 
 
-def newest_older_complete(iter_dir: Path) -> Optional[Path]:
+def newest_older_complete(iter_dir: Path) -> Path | None:
     """The highest-step sibling below `iter_dir`'s step that passes the structural checks."""
     iter_dir = Path(iter_dir)
     step = _step(iter_dir)

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch.distributed as dist
 
@@ -26,14 +26,14 @@ from nemo_terminal.checkpoint.writer_processes import make_writers_die_with_trai
 log = logging.getLogger(__name__)
 
 
-def latest_checkpoint(root: Path) -> Optional[Path]:
+def latest_checkpoint(root: Path) -> Path | None:
     """The checkpoint `latest` points to, or None when the directory has none yet."""
     if not (Path(root) / cio.LATEST).is_file():
         return None
     return cio.resolve_checkpoint(root)
 
 
-def save(state: dict[str, Any], root: Path, step: int, keep_last: int, files: Optional[dict[str, str]] = None) -> Path:
+def save(state: dict[str, Any], root: Path, step: int, keep_last: int, files: dict[str, str] | None = None) -> Path:
     """Collective: every rank calls it with its sharded state dict. `files` (name -> text, e.g.
     Megatron-Bridge's run_config.yaml) are written by rank 0 into the checkpoint before it is published."""
     from megatron.core import dist_checkpointing
@@ -93,7 +93,7 @@ def _prune(root: Path, keep_last: int) -> None:
     log.info("checkpoint %s published; keeping %s", current, [p.name for p in done[-keep_last:]])
 
 
-def roll_back(root: Path, resume: Path) -> Optional[Path]:
+def roll_back(root: Path, resume: Path) -> Path | None:
     """Resuming `root` from an earlier checkpoint: move every newer iter_ dir to
     root/rolled_back/<UTC time>/, after pointing `latest` (and Megatron-LM's tracker file) at
     `resume`. Rank 0 only. Returns the folder they went to, or None when nothing was newer."""
@@ -133,7 +133,9 @@ def drop_absent_extra_state(template: dict[str, Any], path: Path) -> dict[str, A
     present = set(load_sharded_metadata(str(path)))
 
     def keep(value: Any) -> bool:
-        return not (isinstance(value, ShardedObject) and "_extra_state" in value.key and value.unique_key not in present)
+        return not (
+            isinstance(value, ShardedObject) and "_extra_state" in value.key and value.unique_key not in present
+        )
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):

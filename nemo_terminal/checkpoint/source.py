@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import megatron_lm
@@ -37,7 +37,7 @@ class CheckpointSource:
     root: Path
     iter_dir: Path
     cfg: Qwen3Config
-    tokenizer: Optional[Path]
+    tokenizer: Path | None
     """The HF tokenizer directory, or None when the checkpoint has none and none was given."""
     layout: str
     """nemo_terminal | megatron-lm | megatron-bridge"""
@@ -166,10 +166,14 @@ def config_from_run_config(run_cfg: dict[str, Any], source: str) -> Qwen3Config:
     act = m.get("activation_func")
     act = act.get("_target_") if isinstance(act, dict) else act
     _refuse_unless(source, {
-        "model.normalization": (m.get("normalization"), "RMSNorm"), "model.gated_linear_unit": (m.get("gated_linear_unit"), True),
-        "model.add_bias_linear": (m.get("add_bias_linear"), False), "model.add_qkv_bias": (m.get("add_qkv_bias"), False),
-        "model.qk_layernorm": (m.get("qk_layernorm"), True), "model.num_moe_experts": (m.get("num_moe_experts") or None, None),
-        "model.rotary_percent": (m.get("rotary_percent"), 1.0), "model.activation_func": (act, "torch.nn.functional.silu"),
+        "model.normalization": (m.get("normalization"), "RMSNorm"),
+        "model.gated_linear_unit": (m.get("gated_linear_unit"), True),
+        "model.add_bias_linear": (m.get("add_bias_linear"), False),
+        "model.add_qkv_bias": (m.get("add_qkv_bias"), False),
+        "model.qk_layernorm": (m.get("qk_layernorm"), True),
+        "model.num_moe_experts": (m.get("num_moe_experts") or None, None),
+        "model.rotary_percent": (m.get("rotary_percent"), 1.0),
+        "model.activation_func": (act, "torch.nn.functional.silu"),
         "model.multi_latent_attention": (m.get("multi_latent_attention"), False),
     })
     kind = m.get("position_embedding_type", "rope")

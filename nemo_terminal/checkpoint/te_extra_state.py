@@ -14,7 +14,8 @@ more than its own modules, and unrequested objects are ignored.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from nemo_terminal.models.qwen3 import Qwen3Config
 

@@ -6,7 +6,8 @@ import argparse
 
 HELP = (
     "Convert a Hugging Face Qwen3 checkpoint (safetensors) into a megatron-core torch_dist checkpoint "
-    "directory (release/ + latest + Megatron-LM's tracker + model_config.json + tokenizer/), streaming one tensor group at a time."
+    "directory (release/ + latest + Megatron-LM's tracker + model_config.json + tokenizer/), "
+    "streaming one tensor group at a time."
 )
 
 

@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="a dataset written by `nemo-terminal prepare`")
     parser.add_argument("--index", type=int, default=0, metavar="I", help="bin index (default 0)")
     parser.add_argument("--json", action="store_true", help="print documents as JSON (input_ids, loss_mask)")
-    parser.add_argument("--tokenizer", metavar="TOKDIR", help="tokenizer for decoding (default: the one in the manifest)")
+    parser.add_argument("--tokenizer", metavar="TOKDIR",
+                        help="tokenizer for decoding (default: the one in the manifest)")
 
 
 def run(args: argparse.Namespace) -> int:

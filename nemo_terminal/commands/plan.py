@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"share of GPU memory the plan must leave free (default {HEADROOM})")
     parser.add_argument("--workspace-gb", type=float, default=None, metavar="GIB",
                         help="fixed CUDA context/NCCL/fragmentation allowance (default 6)")
-    parser.add_argument("--warn-only", action="store_true", help="print a warning instead of failing when it does not fit")
+    parser.add_argument("--warn-only", action="store_true",
+                        help="print a warning instead of failing when it does not fit")
 
 
 def run(args: argparse.Namespace) -> int:

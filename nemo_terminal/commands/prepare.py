@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.data.pipeline.prepare import prepare_dataset
     from nemo_terminal.data.pipeline.config import load_prepare_config
+    from nemo_terminal.data.pipeline.prepare import prepare_dataset
 
     aliases = {"tp": args.tp_size, "cp": args.cp_size, "sequence_parallel": args.sequence_parallel}
     parallel = {k: v for k, v in aliases.items() if v is not None} or None

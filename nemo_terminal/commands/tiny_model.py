@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--num-kv-heads", type=int, default=2)
-    parser.add_argument("--head-dim", type=int, default=32, help="heads*head_dim may differ from hidden size, as in Qwen3-0.6B")
+    parser.add_argument("--head-dim", type=int, default=32,
+                        help="heads*head_dim may differ from hidden size, as in Qwen3-0.6B")
     parser.add_argument("--ffn-size", type=int, default=128)
     parser.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=True,
                         help="share embedding and output weights (Qwen3 <= 4B do)")

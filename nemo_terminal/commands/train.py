@@ -27,9 +27,8 @@ def run(args: argparse.Namespace) -> int:
         print(to_yaml(cfg), end="")
         return 0
     from nemo_terminal.runtime import destroy
-    from nemo_terminal.training.trainer import Trainer
-
     from nemo_terminal.training.preemption import EXIT_PREEMPTED, exit_together
+    from nemo_terminal.training.trainer import Trainer
 
     trainer = Trainer(cfg)
     try:

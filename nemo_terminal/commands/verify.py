@@ -38,10 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from nemo_terminal.checkpoint import directory as cio
     from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.convert import verify
-    from nemo_terminal.runtime import destroy, init_distributed
+    from nemo_terminal.runtime import ParallelConfig, destroy, init_distributed
     from nemo_terminal.runtime.device import current_device
-
-    from nemo_terminal.runtime import ParallelConfig
 
     ours = Path(args.megatron_dir) / cio.MODEL_CONFIG
     # Layout errors first, before any process group exists (and before the checkpoint itself is read).

@@ -22,8 +22,13 @@ from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint.dcp_reader import CheckpointReader
 from nemo_terminal.checkpoint.preload import check_before_load
 from nemo_terminal.checkpoint.source import open_checkpoint
-from nemo_terminal.convert.hf_io import (StreamingSafetensorsWriter, assign_shards, hf_dtype_name, parse_dtype,
-                                         write_index)
+from nemo_terminal.convert.hf_io import (
+    StreamingSafetensorsWriter,
+    assign_shards,
+    hf_dtype_name,
+    parse_dtype,
+    write_index,
+)
 from nemo_terminal.convert.mapping import Pair, expand, megatron_modules, megatron_shape, megatron_to_hf
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.chat_template import chat_template, write_chat_template
@@ -143,11 +148,11 @@ def _write_shards(out: Path, shards: list, pairs: list[Pair], reader: Checkpoint
                 pair = queue.pop(0)
                 segments = _byte_ranges(reader, pair, meg_shapes[(pair.megatron, pair.layer)], cfg, target)
                 if segments is not None:  # the HF tensors are byte ranges of stored chunks: copy file to file
-                    for name, segs in zip(pair.hf, segments):
+                    for name, segs in zip(pair.hf, segments, strict=False):
                         writer.copy_from_files(name, segs)
                 else:
                     full = reader.read(pair.megatron, pair.layer)
-                    for name, tensor in zip(pair.hf, megatron_to_hf(pair.transform, full, cfg)):
+                    for name, tensor in zip(pair.hf, megatron_to_hf(pair.transform, full, cfg), strict=False):
                         writer.write(name, tensor.to(target))
                     del full
                 progress.update(1)

@@ -15,7 +15,6 @@ embedding, 1.2 GB in bf16, is the largest).
 
 from __future__ import annotations
 
-import bisect
 import logging
 import shutil
 from pathlib import Path
@@ -109,21 +108,20 @@ def _hf_row_runs(pair: Pair, shapes: list[tuple[int, ...]], cfg: Qwen3Config) ->
     numbers, gives them (export's _row_runs runs the other direction). None when it does not."""
     if any(not s for s in shapes):
         return None
-    bases = [0]
-    for s in shapes:
-        bases.append(bases[-1] + s[0])
-    numbers = [torch.arange(b, b + s[0]).reshape(s[0], *([1] * (len(s) - 1))) for b, s in zip(bases, shapes)]
+    bases = torch.tensor([0, *[s[0] for s in shapes]]).cumsum(0)
+    numbers = [torch.arange(b, b + s[0]).reshape(s[0], *([1] * (len(s) - 1)))
+               for b, s in zip(bases.tolist(), shapes, strict=False)]
     rows = hf_to_megatron(pair.transform, numbers, cfg)
     if rows.numel() != rows.shape[0] or rows.shape[0] != megatron_shape(pair, shapes)[0]:
         return None
-    runs: list[list[int]] = []
-    for g in rows.reshape(-1).tolist():
-        i = bisect.bisect_right(bases, g) - 1
-        if runs and runs[-1][0] == i and runs[-1][2] == g - bases[i]:
-            runs[-1][2] += 1
-        else:
-            runs.append([i, g - bases[i], g - bases[i] + 1])
-    return [(i, r0, r1) for i, r0, r1 in runs]
+    rows = rows.reshape(-1)
+    tensor = torch.searchsorted(bases, rows, right=True) - 1
+    local = rows - bases[tensor]
+    # A run ends where the next row is in another HF tensor or is not the next row of this one.
+    breaks = (tensor[1:] != tensor[:-1]) | (local[1:] != local[:-1] + 1)
+    starts = [0, *(torch.nonzero(breaks).reshape(-1) + 1).tolist(), len(rows)]
+    return [(int(tensor[a]), int(local[a]), int(local[a]) + b - a)
+            for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:

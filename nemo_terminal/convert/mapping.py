@@ -19,8 +19,8 @@ megatron-core's sharded state dict cuts TP shards out of it (including fc1's
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterator, Sequence
 
 import torch
 

@@ -9,9 +9,9 @@ own chat template.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 PROMPTS: tuple[tuple[dict, ...], ...] = (
     ({"role": "user", "content": "List the files in /app, including hidden ones."},),
     (
-        {"role": "user", "content": "Task Description:\nCount lines in data.csv\n\nCurrent Terminal Screen:\nroot@a1:/app#"},
+        {"role": "user",
+         "content": "Task Description:\nCount lines in data.csv\n\nCurrent Terminal Screen:\nroot@a1:/app#"},
         {"role": "assistant", "content": '<think>\nUse wc.\n</think>\n\n{"analysis": "", "plan": "wc -l", '
                                          '"commands": [{"keystrokes": "wc -l data.csv\\n", "duration": 0.1}]}'},
         {"role": "user", "content": "New Terminal Output:\n42 data.csv\nroot@a1:/app#"},
@@ -53,8 +54,8 @@ def hf_logits(hf_dir: str | Path, prompts: Sequence[Sequence[int]]) -> list[torc
         return [model(device.move(torch.tensor([ids]))).logits[0].float().cpu() for ids in prompts]
 
 
-def build_stage(cfg, tp: int, pp: int, first_stage_layers: Optional[int] = None,
-                last_stage_layers: Optional[int] = None):
+def build_stage(cfg, tp: int, pp: int, first_stage_layers: int | None = None,
+                last_stage_layers: int | None = None):
     """This rank's pipeline stage of the model at TP/PP, evenly split unless first/last_stage_layers
     are given (parallel state must already be set)."""
     from megatron.core import parallel_state
@@ -71,8 +72,8 @@ def build_stage(cfg, tp: int, pp: int, first_stage_layers: Optional[int] = None,
 
 
 def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: int = 1, pp: int = 1,
-                    first_stage_layers: Optional[int] = None,
-                    last_stage_layers: Optional[int] = None) -> Optional[list[torch.Tensor]]:
+                    first_stage_layers: int | None = None,
+                    last_stage_layers: int | None = None) -> list[torch.Tensor] | None:
     """Full-vocab fp32 logits [seq, vocab] per prompt (on the CPU) on the last pipeline stage; None elsewhere.
 
     Collective: every rank of a world of tp*pp*dp processes calls it.

@@ -24,9 +24,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class PackedDatasetWriter:
         self._bins = [0]
         self._bin_origins: list[int] = []
 
-    def __enter__(self) -> "PackedDatasetWriter":
+    def __enter__(self) -> PackedDatasetWriter:
         if self.out_dir.exists() and not self.force:
             raise UserError(f"{self.out_dir} already exists; pass --force to overwrite it or choose another --out")
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ class PackedDataset:
         self.tokens, self.loss_mask = arrays["tokens"], arrays["loss_mask"]
         self.docs = np.asarray(arrays["docs"])  # small: D x 3 int64, kept in memory for fast lookups
         self.bins = np.asarray(arrays["bins"])
-        self.bin_origin: Optional[np.ndarray] = None  # datasets written before origins have none
+        self.bin_origin: np.ndarray | None = None  # datasets written before origins have none
         if "origins" in self.manifest:
             try:
                 self.bin_origin = np.load(self.path / BIN_ORIGIN)
@@ -205,7 +206,7 @@ class PackedDataset:
                     < len(self.manifest["origins"])):
                 raise UserError(f"corrupt dataset {self.path}: {BIN_ORIGIN} disagrees with {MANIFEST}; re-run prepare")
         self._validate()
-        self.report: Optional[dict[str, Any]] = None
+        self.report: dict[str, Any] | None = None
         if (self.path / REPORT).exists():
             with open(self.path / REPORT) as f:
                 self.report = json.load(f)
@@ -282,7 +283,7 @@ def dataset_fingerprint(path: str | os.PathLike) -> str:
 
 
 def write_random_dataset(out_dir: str | os.PathLike, num_bins: int, seq_length: int, pad_multiple: int = 1,
-                         seed: int = 0, max_doc: Optional[int] = None, vocab: int = 1000, pad_id: int = 0,
+                         seed: int = 0, max_doc: int | None = None, vocab: int = 1000, pad_id: int = 0,
                          tokenizer_hash: str = "test-tokenizer", force: bool = False) -> Path:
     """A valid dataset of random documents (varied lengths, partly filled bins), for tests and benchmarks.
 

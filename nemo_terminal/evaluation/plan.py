@@ -14,7 +14,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.chat import THINKING_POLICIES
@@ -30,10 +29,10 @@ _NAME_OK = re.compile(r"[A-Za-z0-9._-]{1,63}")  # what Harbor accepts after host
 class EvalSettings:
     hf_dir: str
     jobs_dir: str = "eval_jobs"
-    job_name: Optional[str] = None
-    served_name: Optional[str] = None
-    thinking: Optional[str] = None  # None: read from the export's chat template
-    tp: Optional[int] = None  # None: by model size
+    job_name: str | None = None
+    served_name: str | None = None
+    thinking: str | None = None  # None: read from the export's chat template
+    tp: int | None = None  # None: by model size
     max_model_len: int = MAX_MODEL_LEN
     host: str = "127.0.0.1"
     port: int = 8000
@@ -49,7 +48,7 @@ class EvalSettings:
     health_timeout_s: float = 1800.0
 
 
-def template_policy(hf_dir: Path) -> Optional[str]:
+def template_policy(hf_dir: Path) -> str | None:
     """The thinking policy whose template the export ships; None for Qwen3's published one."""
     path = hf_dir / "tokenizer_config.json"
     try:

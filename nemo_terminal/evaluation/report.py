@@ -14,8 +14,9 @@ import logging
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.harbor.jobs import Trial, find_jobs, read_job
@@ -41,7 +42,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: cannot read task.toml ({err})") from None
 
 
-def find_task_toml(trial: Trial, tasks_dirs: Sequence[Path]) -> Optional[Path]:
+def find_task_toml(trial: Trial, tasks_dirs: Sequence[Path]) -> Path | None:
     """task.toml of a trial's task: its local path, else NAME under a --tasks-dir, else Harbor's cache."""
     short = _short(trial.task_name)
     local = ((trial._result.get("config") or {}).get("task") or {}).get("path")
@@ -91,7 +92,7 @@ def accuracy(by_task: dict[str, list[Trial]]) -> dict[str, Any]:
     return {"mean": mean, "stderr": stderr, "per_attempt": per_attempt}
 
 
-def _mean(values: list[Optional[float]]) -> Optional[float]:
+def _mean(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.fmean(known) if known else None
 

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 
@@ -44,10 +44,10 @@ class VllmServer:
 
     def __init__(self, argv: list[str], health_url: str, log_path: Path, timeout_s: float):
         self.argv, self.health_url, self.log_path, self.timeout_s = argv, health_url, Path(log_path), timeout_s
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._old_handlers: dict[int, Any] = {}
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         if is_healthy(self.health_url):
             raise UserError(f"{self.health_url} already answers: another server holds the port; pass --port")
         for sig in (signal.SIGTERM, signal.SIGINT):

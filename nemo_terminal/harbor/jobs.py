@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class Message:
     role: str  # "user" | "assistant"
     content: str
-    reasoning: Optional[str] = None  # the server's reasoning_content, kept apart
+    reasoning: str | None = None  # the server's reasoning_content, kept apart
 
 
 @dataclass(frozen=True)
@@ -47,23 +47,23 @@ class Trial:
     path: Path
     trial_name: str
     task_name: str
-    agent: Optional[str] = None
-    model: Optional[str] = None
-    model_provider: Optional[str] = None
+    agent: str | None = None
+    model: str | None = None
+    model_provider: str | None = None
     rewards: dict[str, float] = field(default_factory=dict)
-    exception_type: Optional[str] = None
-    exception_message: Optional[str] = None
-    n_input_tokens: Optional[int] = None
-    n_output_tokens: Optional[int] = None
-    n_cache_tokens: Optional[int] = None
-    cost_usd: Optional[float] = None
-    n_turns: Optional[int] = None  # Terminus-2's n_episodes
-    started_at: Optional[str] = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    n_input_tokens: int | None = None
+    n_output_tokens: int | None = None
+    n_cache_tokens: int | None = None
+    cost_usd: float | None = None
+    n_turns: int | None = None  # Terminus-2's n_episodes
+    started_at: str | None = None
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     _result: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def reward(self) -> Optional[float]:
+    def reward(self) -> float | None:
         """The `reward` key (reward.txt), else the only reward of reward.json, else None."""
         if "reward" in self.rewards:
             return self.rewards["reward"]
@@ -73,7 +73,7 @@ class Trial:
     def trajectory_path(self) -> Path:
         return self.path / "agent" / "trajectory.json"
 
-    def conversation(self) -> Optional[Conversation]:
+    def conversation(self) -> Conversation | None:
         """The chat as user/assistant turns, or None when the trial left no trajectory."""
         steps = _read_json(self.trajectory_path).get("steps") if self.trajectory_path.is_file() else None
         all_messages = ((self._result.get("agent_result") or {}).get("metadata") or {}).get("all_messages")
@@ -112,7 +112,7 @@ def _messages_from_steps(steps: list[dict[str, Any]]) -> list[Message]:
     """ATIF steps -> alternating turns. An agent step's observation is the next user turn only if
     another agent step follows (the last observation was never sent to the model)."""
     messages: list[Message] = []
-    pending: Optional[str] = None
+    pending: str | None = None
     for step in steps:
         if step.get("is_copied_context") or step.get("source") == "system":
             continue
@@ -129,7 +129,7 @@ def _messages_from_steps(steps: list[dict[str, Any]]) -> list[Message]:
     return messages
 
 
-def _messages_from_chat(chat: list[dict[str, Any]], reasoning: list[Optional[str]]) -> list[Message]:
+def _messages_from_chat(chat: list[dict[str, Any]], reasoning: list[str | None]) -> list[Message]:
     out, k = [], 0
     for m in chat:
         if m.get("role") not in ("user", "assistant"):

@@ -12,8 +12,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from nemo_terminal.harbor.install import PathLike, ensure_harbor
 
@@ -31,7 +32,7 @@ class HarborRunError(subprocess.CalledProcessError):
         return f"{super().__str__()}\n{tail}"
 
 
-def harbor_env(extra: Optional[Mapping[str, str]] = None, pythonpath: Sequence[PathLike] = ()) -> dict[str, str]:
+def harbor_env(extra: Mapping[str, str] | None = None, pythonpath: Sequence[PathLike] = ()) -> dict[str, str]:
     """os.environ plus OFFLINE_ENV and `extra`; `pythonpath` is prepended (for custom agent/env classes)."""
     env = dict(os.environ, **OFFLINE_ENV)
     env.pop("PYTHONPATH", None)  # ours (3.10+, torch...) must not leak into Harbor's 3.12 process
@@ -54,8 +55,8 @@ def harbor_command(
     agent: str = "oracle",
     *,
     environment: str = "docker",
-    model: Optional[str] = None,
-    agent_kwargs: Optional[Mapping[str, Any]] = None,
+    model: str | None = None,
+    agent_kwargs: Mapping[str, Any] | None = None,
     n_concurrent: int = 1,
     n_attempts: int = 1,
     extra_args: Sequence[str] = (),
@@ -81,13 +82,13 @@ def harbor_command(
 def run_harbor(
     path: PathLike,
     jobs_dir: PathLike,
-    job_name: Optional[str] = None,
+    job_name: str | None = None,
     agent: str = "oracle",
     *,
-    harbor: Optional[PathLike] = None,
-    env: Optional[Mapping[str, str]] = None,
+    harbor: PathLike | None = None,
+    env: Mapping[str, str] | None = None,
     pythonpath: Sequence[PathLike] = (),
-    timeout: Optional[float] = None,
+    timeout: float | None = None,
     **command_kwargs: Any,
 ) -> Path:
     """Run Harbor on `path` and return the job directory (jobs_dir/job_name).

@@ -26,15 +26,19 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from megatron.core.transformer.module import MegatronModule
 
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.attention_cp import (SegmentTable, build_segment_table, gather_full_sequence,
-                                               segment_table_for_step)
+from nemo_terminal.models.attention_cp import (
+    SegmentTable,
+    build_segment_table,
+    gather_full_sequence,
+    segment_table_for_step,
+)
 from nemo_terminal.runtime.device import Device
 
 log = logging.getLogger(__name__)
@@ -156,8 +160,8 @@ class TorchCoreAttention(MegatronModule):
     """
 
     def __init__(self, config, layer_number: int, attn_mask_type, attention_type: str,
-                 attention_dropout: Optional[float] = None, softmax_scale: Optional[float] = None,
-                 cp_comm_type: Optional[str] = None, pg_collection=None, kernel: str = "auto"):
+                 attention_dropout: float | None = None, softmax_scale: float | None = None,
+                 cp_comm_type: str | None = None, pg_collection=None, kernel: str = "auto"):
         super().__init__(config=config)
         from megatron.core.process_groups_config import ProcessGroupCollection
         from megatron.core.transformer.enums import AttnMaskType
@@ -186,8 +190,8 @@ class TorchCoreAttention(MegatronModule):
         self.kernel = kernel
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                attention_mask: Optional[torch.Tensor], attn_mask_type=None,
-                attention_bias: Optional[torch.Tensor] = None, packed_seq_params=None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None, attn_mask_type=None,
+                attention_bias: torch.Tensor | None = None, packed_seq_params=None) -> torch.Tensor:
         """THD: q [T, h, d] -> [T, h·d]. SBHD: q [s, b, h, d] -> [s, b, h·d], each row one document."""
         if attention_bias is not None:
             raise ValueError("attention_backend=torch does not take attention_bias")

@@ -103,7 +103,7 @@ def build_segment_table(
     ends = np.concatenate([breaks, [num_local]])
     lens = np.diff(cu)
     segments = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=False):
         d, a = int(doc[s]), int(offset[s])
         n_q = min(a + (e - s), int(lens[d])) - a  # drop the run's padding rows
         if n_q > 0:

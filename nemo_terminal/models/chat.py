@@ -23,7 +23,7 @@ Thinking policies (`THINKING_POLICIES`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ LENGTH_REASONS = {
 }
 
 
-def split_reasoning(content: str, reasoning_content: Optional[str] = None) -> tuple[Optional[str], str]:
+def split_reasoning(content: str, reasoning_content: str | None = None) -> tuple[str | None, str]:
     """(reasoning or None, answer) of an assistant message, by Qwen3's template rule: a separate
     `reasoning_content` string wins; else the text before `</think>` (after `<think>`) is the
     reasoning and the text after it the answer. With reasoning, leading newlines of the answer are
@@ -61,7 +61,7 @@ def split_reasoning(content: str, reasoning_content: Optional[str] = None) -> tu
     return None, content
 
 
-def join_reasoning(reasoning: Optional[str], answer: str) -> str:
+def join_reasoning(reasoning: str | None, answer: str) -> str:
     """The canonical assistant text: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`. With reasoning
     (even blank) the answer loses its leading newlines; blank reasoning renders no block. Used for
     training targets, mirrored by the exported template, and the one way to build a trajectory
@@ -105,10 +105,10 @@ class Document:
     def samples(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(tokens, mask) per document to pack: the samples, or the whole record."""
         bounds = np.cumsum((0, *(self.sample_lengths or (len(self.tokens),))))
-        return [(self.tokens[a:b], self.mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [(self.tokens[a:b], self.mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
 
-Rendered = Union[Document, str]  # a Document, or a drop reason from LENGTH_REASONS
+Rendered = Document | str  # a Document, or a drop reason from LENGTH_REASONS
 
 
 @dataclass
@@ -141,7 +141,7 @@ class ChatRenderer:
         fast = getattr(self.tok, "encode_batch_fast", None) or self.tok.encode_batch
         return [e.ids for e in fast(texts, add_special_tokens=False)]
 
-    def _texts(self, turns: Turns) -> Optional[list[str]]:
+    def _texts(self, turns: Turns) -> list[str] | None:
         """What to tokenize, per turn: `role\\ntext` as history, and for an assistant turn under a
         per-turn policy also as trained. None when a think block is malformed."""
         texts = []
@@ -167,7 +167,7 @@ class ChatRenderer:
         flat = self._encode([x for group in texts if group is not None for x in group])
         out: list[Rendered] = []
         pos = 0
-        for turns, group in zip(records, texts):
+        for turns, group in zip(records, texts, strict=False):
             if group is None:
                 out.append("malformed_think")
                 continue
@@ -181,7 +181,7 @@ class ChatRenderer:
                 out.append(self._render_per_turn(parsed))
         return out
 
-    def _turns(self, turns: Turns, encoded: list[list[int]]) -> Union[list[_Turn], str]:
+    def _turns(self, turns: Turns, encoded: list[list[int]]) -> list[_Turn] | str:
         parsed, i = [], 0
         head = len(self.trained_header)
         for role, _ in turns:
@@ -236,7 +236,7 @@ class ChatRenderer:
         if self.length_policy != "truncate_turns":
             return len(lengths), sum(lengths)
         best, prefix = (0, 0), 0
-        for t, (role, n) in enumerate(zip(roles, lengths)):
+        for t, (role, n) in enumerate(zip(roles, lengths, strict=False)):
             prefix += n
             if role == "assistant" and prefix <= self.seq_length:
                 best = (t + 1, prefix)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 
@@ -57,7 +57,7 @@ def check_fixed(cfg: dict[str, Any], source: str) -> None:
                         "(sliding-window attention is not modelled)")
 
 
-def read_dtype(cfg: dict[str, Any], source: str) -> Optional[str]:
+def read_dtype(cfg: dict[str, Any], source: str) -> str | None:
     """`torch_dtype` (transformers 4) or `dtype` (transformers 5); both, when they disagree, is refused."""
     values = {k: cfg[k] for k in DTYPE_KEYS if cfg.get(k) is not None}
     if len(set(map(str, values.values()))) > 1:
@@ -66,7 +66,7 @@ def read_dtype(cfg: dict[str, Any], source: str) -> Optional[str]:
     return str(next(iter(values.values()))) if values else None
 
 
-def read_rope(cfg: dict[str, Any], source: str) -> tuple[float, Optional[dict[str, Any]]]:
+def read_rope(cfg: dict[str, Any], source: str) -> tuple[float, dict[str, Any] | None]:
     """(rope_theta, rope_scaling) from either form; rope_scaling is None (plain rope) or a YaRN dict
     with `rope_type`, `factor` and `original_max_position_embeddings` always present."""
     params = cfg.get("rope_parameters")
@@ -103,7 +103,7 @@ def _single_rope_parameters(params: Any, cfg: dict[str, Any], source: str) -> di
     return values[0]
 
 
-def _scaling(spec: Any, cfg: dict[str, Any], source: str, field: str) -> Optional[dict[str, Any]]:
+def _scaling(spec: Any, cfg: dict[str, Any], source: str, field: str) -> dict[str, Any] | None:
     if spec is None:
         return None
     if not isinstance(spec, dict):

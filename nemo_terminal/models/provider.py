@@ -8,7 +8,6 @@ core attention behind `attention_backend`.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs
@@ -21,7 +20,7 @@ ATTENTION_BACKENDS = AttentionBackend.values()  # the one list: nemo_terminal/op
 _logged: set[str] = set()  # backends already announced by this process
 
 
-def te_import_error() -> Optional[str]:
+def te_import_error() -> str | None:
     """Why Transformer Engine cannot run here (one line), or None when it can."""
     if not accelerator_present():
         return "no CUDA device is visible"
@@ -102,7 +101,7 @@ def build_gpt_model(
     attention_backend: str = "auto",
     pre_process: bool = True,
     post_process: bool = True,
-    vp_stage: Optional[int] = None,
+    vp_stage: int | None = None,
 ):
     """One pipeline stage (or virtual stage) of Qwen3 as a GPTModel."""
     from megatron.core.models.gpt import GPTModel

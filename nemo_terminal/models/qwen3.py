@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -38,7 +38,7 @@ class Qwen3Config:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 1_000_000.0
     max_position_embeddings: int = 40960
-    rope_scaling: Optional[dict[str, Any]] = None
+    rope_scaling: dict[str, Any] | None = None
     """None (plain rope) or YaRN as {"rope_type": "yarn", "factor", "original_max_position_embeddings"[, beta_fast,
     beta_slow, truncate]}: the one rope description that either config.json form is read into (config_json.py)."""
     torch_dtype: str = "bfloat16"
@@ -57,7 +57,7 @@ class Qwen3Config:
 
     # -- HF config.json ---------------------------------------------------------------
     @classmethod
-    def from_hf_dict(cls, cfg: dict[str, Any], source: str = "config.json") -> "Qwen3Config":
+    def from_hf_dict(cls, cfg: dict[str, Any], source: str = "config.json") -> Qwen3Config:
         """Either config.json form (transformers 4.51 or 5.x); see models/config_json.py for which
         fields are modelled, ignored or refused."""
         arch = cfg.get("architectures") or []
@@ -86,7 +86,7 @@ class Qwen3Config:
         return cls(**kwargs)
 
     @classmethod
-    def from_json_file(cls, file: str | Path, missing_hint: str = "") -> "Qwen3Config":
+    def from_json_file(cls, file: str | Path, missing_hint: str = "") -> Qwen3Config:
         """config.json (HF) or model_config.json (our checkpoints): both hold the HF form."""
         file = Path(file)
         if not file.is_file():
@@ -97,7 +97,7 @@ class Qwen3Config:
             raise UserError(f"{file} is not valid JSON: {err}") from None
 
     @classmethod
-    def from_hf_dir(cls, path: str | Path) -> "Qwen3Config":
+    def from_hf_dir(cls, path: str | Path) -> Qwen3Config:
         return cls.from_json_file(Path(path) / "config.json", f": is {path} a Hugging Face model directory?")
 
     def to_hf_dict(self) -> dict[str, Any]:
@@ -172,7 +172,7 @@ def qwen3_size(name: str) -> Qwen3Config:
     return dataclasses.replace(QWEN3_SIZES[key])
 
 
-def size_name(cfg: Qwen3Config) -> Optional[str]:
+def size_name(cfg: Qwen3Config) -> str | None:
     """The published size with exactly this shape, None for any other (a tiny test model, a fine-tune's)."""
     shape = [getattr(cfg, f) for f in _SHAPE_FIELDS]
     return next((n for n, c in QWEN3_SIZES.items() if [getattr(c, f) for f in _SHAPE_FIELDS] == shape), None)
@@ -183,9 +183,9 @@ def to_transformer_config(
     *,
     tp: int = 1,
     pp: int = 1,
-    vpp: Optional[int] = None,
-    first_stage_layers: Optional[int] = None,
-    last_stage_layers: Optional[int] = None,
+    vpp: int | None = None,
+    first_stage_layers: int | None = None,
+    last_stage_layers: int | None = None,
     cp: int = 1,
     sequence_parallel: bool = False,
     precision: str = "fp32",

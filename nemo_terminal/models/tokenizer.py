@@ -179,7 +179,9 @@ def _tokenizer_json() -> str:
 
 def _tokenizer_config() -> dict:
     decoder = {
-        str(ENDOFTEXT_ID + i): dict(content=c, lstrip=False, normalized=False, rstrip=False, single_word=False, special=s)
+        str(ENDOFTEXT_ID + i): dict(
+            content=c, lstrip=False, normalized=False, rstrip=False, single_word=False, special=s
+        )
         for i, (c, s) in enumerate(ADDED_TOKENS)
     }
     return dict(

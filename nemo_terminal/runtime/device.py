@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -69,7 +69,7 @@ class Device:
     def name(self) -> str:
         return torch.cuda.get_device_name(self.torch_device) if self.is_accelerator else "cpu"
 
-    def peak_bf16_flops(self) -> Optional[float]:
+    def peak_bf16_flops(self) -> float | None:
         """Dense bf16 peak of this device, for MFU; None on CPU or an unlisted GPU."""
         if not self.is_accelerator:
             return None
@@ -78,10 +78,10 @@ class Device:
 
 
 CPU = Device(torch.device("cpu"))
-_current: Optional[Device] = None
+_current: Device | None = None
 
 
-def select_device(local_rank: Optional[int] = None) -> Device:
+def select_device(local_rank: int | None = None) -> Device:
     """Bind this process to its GPU (LOCAL_RANK modulo the visible GPUs) or the CPU, once."""
     global _current
     if not accelerator_present():

@@ -36,7 +36,9 @@ def _env_from_slurm() -> None:
         first = "127.0.0.1"
         if nodes:
             try:
-                out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
+                )
                 first = out.stdout.split()[0]
             except (OSError, subprocess.CalledProcessError, IndexError):
                 first = nodes.split(",")[0]

@@ -12,8 +12,9 @@ tests that exercise these (import/export round trips, resume, the NaN-skip test)
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ TESTED_VERSIONS = ("0.16.1",)
 _warned = False
 
 
-def installed_version() -> Optional[str]:
+def installed_version() -> str | None:
     try:
         return version("megatron-core")
     except PackageNotFoundError:  # a source checkout on PYTHONPATH (NGC images): no dist metadata
@@ -57,8 +58,10 @@ def preprocess_for_save(sharded: dict) -> dict:
 def to_dcp_state_dict(sharded: dict) -> dict:
     """A preprocessed sharded state dict as the flat torch.distributed.checkpoint state dict that
     megatron's torch_dist strategy saves (keys = ShardedTensor keys, main replicas only)."""
-    from megatron.core.dist_checkpointing.strategies.torch import (_replace_state_dict_keys_with_sharded_keys,
-                                                                   mcore_to_pyt_state_dict)
+    from megatron.core.dist_checkpointing.strategies.torch import (
+        _replace_state_dict_keys_with_sharded_keys,
+        mcore_to_pyt_state_dict,
+    )
 
     flat, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, keep_only_main_replica=True)
     return mcore_to_pyt_state_dict(flat, is_loading=False)

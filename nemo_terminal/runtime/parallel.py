@@ -4,7 +4,6 @@
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.options import check_int
@@ -20,17 +19,17 @@ class ParallelConfig:
     pp: int = 1
     """Pipeline parallel size. Must divide the layer count (times vpp), unless first_stage_layers /
     last_stage_layers take up the remainder."""
-    vpp: Optional[int] = None
+    vpp: int | None = None
     """Virtual pipeline stages per rank (interleaved 1F1B). None disables it."""
     cp: int = 1
     """Context parallel size: each document is split zigzag over cp ranks."""
     sequence_parallel: bool = False
     """Shard LayerNorm/dropout activations over TP; needs tp > 1 to matter."""
-    first_stage_layers: Optional[int] = None
+    first_stage_layers: int | None = None
     """Decoder layers on the first pipeline stage (megatron-core's num_layers_in_first_pipeline_stage);
     None splits evenly. For layer counts pp does not divide (28 layers at pp=8, 3 at pp=2) and to
     lighten the stage that also holds the embedding. A multiple of vpp."""
-    last_stage_layers: Optional[int] = None
+    last_stage_layers: int | None = None
     """Decoder layers on the last pipeline stage (num_layers_in_last_pipeline_stage), which also holds
     the output layer and loss; None splits evenly. The other stages split what is left evenly."""
 

@@ -10,13 +10,11 @@ exists, with a split that works in the message (a 28-layer model at pp=8, a 3-la
 
 from __future__ import annotations
 
-from typing import Optional
-
 from nemo_terminal.errors import UserError
 
 
-def stage_layers(num_layers: int, pp: int, vpp: Optional[int] = None, first: Optional[int] = None,
-                 last: Optional[int] = None) -> list[int]:
+def stage_layers(num_layers: int, pp: int, vpp: int | None = None, first: int | None = None,
+                 last: int | None = None) -> list[int]:
     """Layers on each pipeline rank, in rank order; a UserError naming a working split if none."""
     chunks = vpp or 1
     problem = _problem(num_layers, pp, chunks, first, last)
@@ -24,14 +22,14 @@ def stage_layers(num_layers: int, pp: int, vpp: Optional[int] = None, first: Opt
         raise UserError(f"{problem}; {suggest(num_layers, pp, vpp)}")
     if pp == 1:
         return [num_layers]
-    counts: list[Optional[int]] = [first] + [None] * (pp - 2) + [last]
+    counts: list[int | None] = [first] + [None] * (pp - 2) + [last]
     fixed = [c for c in counts if c is not None]
     free = counts.count(None)
     middle = (num_layers - sum(fixed)) // free if free else 0
     return [c if c is not None else middle for c in counts]
 
 
-def _problem(num_layers: int, pp: int, chunks: int, first: Optional[int], last: Optional[int]) -> str:
+def _problem(num_layers: int, pp: int, chunks: int, first: int | None, last: int | None) -> str:
     given = {"parallel.first_stage_layers": first, "parallel.last_stage_layers": last}
     for name, value in given.items():
         if value is not None and (value < 1 or value % chunks):
@@ -49,7 +47,7 @@ def _problem(num_layers: int, pp: int, chunks: int, first: Optional[int], last: 
     return ""
 
 
-def suggest(num_layers: int, pp: int, vpp: Optional[int] = None) -> str:
+def suggest(num_layers: int, pp: int, vpp: int | None = None) -> str:
     """A working first/last-stage split for this model at this pp, or what to change instead."""
     chunks = vpp or 1
     options = []

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.taskgen.envs import DEFAULT_IMAGE_PREFIX, image_name

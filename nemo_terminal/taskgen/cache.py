@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
 def request_key(request: dict[str, Any]) -> str:
@@ -32,7 +32,7 @@ class ReplyCache:
     def _path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> Optional[dict[str, Any]]:
+    def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
         try:
             return json.loads(path.read_text(encoding="utf-8"))["reply"]

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.harbor.jobs import Job, Message, Trial, find_jobs, read_job
@@ -35,7 +35,7 @@ def assistant_text(message: Message) -> str:
     return join_reasoning(*split_reasoning(message.content, message.reasoning))
 
 
-def trial_record(job: Job, trial: Trial) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def trial_record(job: Job, trial: Trial) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) or (None, skip reason)."""
     try:
         conv = trial.conversation()

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.taskgen.resources import domains, read_text
@@ -47,7 +46,7 @@ def image_note(domain: str) -> str:
             f"and the command-line tools {', '.join(apt) or 'of a minimal Debian'}")
 
 
-def write_dockerfiles(out_dir: Path, selected: Optional[list[str]] = None) -> list[Path]:
+def write_dockerfiles(out_dir: Path, selected: list[str] | None = None) -> list[Path]:
     """<out_dir>/<domain>.Dockerfile for each selected domain."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -69,7 +68,7 @@ def build_command(runtime: str, domain: str, dockerfile_path: Path, base_image: 
 
 
 def build_images(out_dir: Path, runtime: str, base_image: str, prefix: str, offline: bool,
-                 selected: Optional[list[str]] = None, dry_run: bool = False) -> list[list[str]]:
+                 selected: list[str] | None = None, dry_run: bool = False) -> list[list[str]]:
     """Write the Dockerfiles and build them one by one; returns the commands (run unless dry_run)."""
     if runtime not in RUNTIMES:
         raise UserError(f"--runtime must be one of {RUNTIMES}, got {runtime!r}")

@@ -7,8 +7,6 @@ generator wrote as the answer (what the identity and Chinese-character filters r
 
 from __future__ import annotations
 
-from typing import Optional
-
 from nemo_terminal.data.pipeline.config import FilterConfig
 from nemo_terminal.data.pipeline.filters import RecordFilter, build_benchmark_index
 from nemo_terminal.taskgen.spec import TaskSpec
@@ -25,11 +23,11 @@ def generated_text(spec: TaskSpec) -> str:
 class TaskFilters:
     """Decontamination (word n-grams vs --decontaminate-file), identity leaks, Chinese characters."""
 
-    def __init__(self, decontaminate_file: Optional[str] = None, ngram: int = 14):
+    def __init__(self, decontaminate_file: str | None = None, ngram: int = 14):
         cfg = FilterConfig(decontaminate_file=decontaminate_file, decontaminate_ngram=ngram)
         index = build_benchmark_index(decontaminate_file, ngram) if decontaminate_file else None
         self._filter = RecordFilter(cfg, index)
 
-    def reason(self, spec: TaskSpec) -> Optional[str]:
+    def reason(self, spec: TaskSpec) -> str | None:
         """`chinese_chars`, `identity_leak`, `contaminated` or None."""
         return self._filter.check([("user", spec.instruction), ("assistant", generated_text(spec))])

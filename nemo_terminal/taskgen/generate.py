@@ -14,7 +14,7 @@ import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.taskgen.cache import ReplyCache
 from nemo_terminal.taskgen.dedup import NearDuplicates
@@ -47,7 +47,7 @@ class GenerateOptions:
     out: Path
     cache_dir: Path
     limits: Limits = Limits()
-    decontaminate_file: Optional[str] = None
+    decontaminate_file: str | None = None
     near_duplicate_threshold: float = 0.8
     image_prefix: str = DEFAULT_IMAGE_PREFIX
     progress: bool = True

@@ -14,9 +14,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.taskgen.cache import ReplyCache, request_key
@@ -54,8 +55,8 @@ class LLMSettings:
 @dataclass
 class Reply:
     content: str
-    finish_reason: Optional[str]
-    reasoning: Optional[str] = None
+    finish_reason: str | None
+    reasoning: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
@@ -91,7 +92,7 @@ class Counters:
         return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
-def _retry_after(err: Exception) -> Optional[float]:
+def _retry_after(err: Exception) -> float | None:
     response = getattr(err, "response", None)
     value = response.headers.get("retry-after") if response is not None else None
     try:
@@ -103,7 +104,7 @@ def _retry_after(err: Exception) -> Optional[float]:
 class ChatClient:
     """One endpoint + model, with retries, structured output, token counts and the reply cache."""
 
-    def __init__(self, settings: LLMSettings, cache: Optional[ReplyCache] = None):
+    def __init__(self, settings: LLMSettings, cache: ReplyCache | None = None):
         import openai
 
         self.settings, self.cache = settings, cache
@@ -114,14 +115,14 @@ class ChatClient:
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=os.environ.get(settings.api_key_env) or NO_KEY,
                                      max_retries=0, timeout=settings.timeout_s)
 
-    def _request(self, messages: list[dict[str, str]], seed: Optional[int], schema: Optional[dict]) -> dict[str, Any]:
+    def _request(self, messages: list[dict[str, str]], seed: int | None, schema: dict | None) -> dict[str, Any]:
         """What decides the reply (the cache key's content): never the key, never the URL."""
         s = self.settings
         return {"model": s.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
                 "max_tokens": s.max_tokens, "seed": seed, "structured": s.structured if schema else "none",
                 "schema": schema if s.structured != "none" else None}
 
-    def _response_format(self, schema: Optional[dict]) -> Optional[dict[str, Any]]:
+    def _response_format(self, schema: dict | None) -> dict[str, Any] | None:
         mode = self._structured if schema else "none"
         if mode in ("auto", "json_schema"):
             return {"type": "json_schema", "json_schema": {"name": "task_spec", "schema": schema}}
@@ -129,7 +130,7 @@ class ChatClient:
             return {"type": "json_object"}
         return None
 
-    def _send(self, messages: list[dict[str, str]], seed: Optional[int], schema: Optional[dict]) -> Reply:
+    def _send(self, messages: list[dict[str, str]], seed: int | None, schema: dict | None) -> Reply:
         s, oa = self.settings, self._openai
         attempt = 0
         while True:
@@ -184,8 +185,8 @@ class ChatClient:
                      prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                      completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
 
-    def complete(self, messages: list[dict[str, str]], seed: Optional[int] = None,
-                 schema: Optional[dict] = None) -> Reply:
+    def complete(self, messages: list[dict[str, str]], seed: int | None = None,
+                 schema: dict | None = None) -> Reply:
         """One reply, from the cache when this exact request was answered before."""
         request = self._request(messages, seed, schema)
         key = request_key(request)

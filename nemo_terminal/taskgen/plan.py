@@ -12,7 +12,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.taskgen.resources import domains, taxonomy
@@ -26,20 +26,20 @@ class Seed:
     """A seed problem: the problem, an optional domain label and an optional reference solution."""
 
     problem: str
-    domain: Optional[str] = None
-    solution: Optional[str] = None
-    id: Optional[str] = None
+    domain: str | None = None
+    solution: str | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True)
 class Attempt:
     index: int
     mode: str  # seed | skill
-    domain: Optional[str]  # None: a seed without a known domain (the generator picks one)
+    domain: str | None  # None: a seed without a known domain (the generator picks one)
     difficulty: str
     request_seed: int
     skills: tuple[str, ...] = ()
-    seed: Optional[Seed] = None
+    seed: Seed | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,8 +95,8 @@ def read_seeds(path: str) -> list[Seed]:
     return seeds
 
 
-def plan_attempts(mode: str, num: int, run_seed: int, selected_domains: Optional[list[str]],
-                  difficulty: str, seeds: Optional[list[Seed]] = None) -> list[Attempt]:
+def plan_attempts(mode: str, num: int, run_seed: int, selected_domains: list[str] | None,
+                  difficulty: str, seeds: list[Seed] | None = None) -> list[Attempt]:
     """The `num` attempts of a run, in order. Seeds are used round-robin; skill-mode domains too."""
     if num < 1:
         raise UserError(f"--num must be >= 1, got {num}")

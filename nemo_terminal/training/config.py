@@ -9,7 +9,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -26,18 +25,18 @@ from nemo_terminal.runtime.parallel import ParallelConfig, micro_batches_per_ste
 class ModelConfig:
     """Where the weights come from and how attention runs."""
 
-    megatron_dir: Optional[str] = None
+    megatron_dir: str | None = None
     """A checkpoint written by `nemo-terminal import` (or a previous training run)."""
-    hf_dir: Optional[str] = None
+    hf_dir: str | None = None
     """A Hugging Face Qwen3 directory, imported on the fly into run_dir/imported."""
-    tokenizer: Optional[str] = None
+    tokenizer: str | None = None
     """HF tokenizer directory, for a Megatron-LM/Bridge checkpoint in megatron_dir that has none inside."""
-    size: Optional[str] = None
+    size: str | None = None
     """The Qwen3 size the recipe is written for (0.6b 1.7b 4b 8b 14b 32b). Only `plan` reads it, to
     estimate memory before a checkpoint exists; a checkpoint's model_config.json wins and must agree."""
     attention_backend: AttentionBackend = AttentionBackend.auto
     """auto | te | torch | local. auto = te where Transformer Engine runs, else torch."""
-    yarn_factor: Optional[float] = None
+    yarn_factor: float | None = None
     """YaRN rope scaling factor for contexts beyond 40K (e.g. 2.0 for 64K). None = plain RoPE."""
     yarn_original_max_position: int = 32768
     """The context length the base model's RoPE was trained at; YaRN stretches from it."""
@@ -63,7 +62,7 @@ class TrainConfig:
     """Packed bins per optimizer step, across all data-parallel ranks."""
     micro_batch_size: int = 1
     """Bins per forward pass; concatenated into one packed THD sequence."""
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     """Optimizer steps. When set it wins over epochs."""
     epochs: float = 2.0
     """Passes over the training bins (paper: 2)."""
@@ -203,7 +202,7 @@ class Config:
     """Console, TensorBoard and W&B reporting."""
 
 
-def load_config(path: "Optional[str | Path]" = None, overrides: Optional[list[str]] = None) -> Config:
+def load_config(path: "str | Path | None" = None, overrides: list[str] | None = None) -> Config:
     """YAML recipe + `key=value` overrides -> validated Config."""
     cfg = load_structured(Config, path, overrides)
     if bool(cfg.model.megatron_dir) == bool(cfg.model.hf_dir):

@@ -72,9 +72,9 @@ import math
 from dataclasses import dataclass, field
 
 from nemo_terminal.models.qwen3 import Qwen3Config
-from nemo_terminal.training.gpu_memory import GIB, GPU_GIB, HEADROOM, usable_gib  # noqa: F401 (re-exported)
 from nemo_terminal.options import Precision, Recompute
 from nemo_terminal.runtime.parallel import ParallelConfig, micro_batches_per_step
+from nemo_terminal.training.gpu_memory import GIB, GPU_GIB, HEADROOM, usable_gib  # noqa: F401 (re-exported)
 
 WORKSPACE_GIB = 6.0
 

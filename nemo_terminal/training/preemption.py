@@ -7,12 +7,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Optional
 
 import torch.distributed as dist
 
 from nemo_terminal.runtime.device import current_device
-
 
 EXIT_PREEMPTED = 75
 """`train`'s exit code after a preemption signal: the run saved and stopped early (sysexits.h
@@ -45,7 +43,7 @@ class PreemptionFlag:
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self) -> None:
-        self.name: Optional[str] = None
+        self.name: str | None = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:

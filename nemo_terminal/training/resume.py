@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch.distributed as dist
 
@@ -44,7 +43,7 @@ def _older_hint(missing: Path) -> str:
     return f"; the newest older complete checkpoint is {older}: use checkpoint.resume={older}" if older else ""
 
 
-def _find(cfg, run_dir: Path) -> Optional[Path]:
+def _find(cfg, run_dir: Path) -> Path | None:
     resume = cfg.checkpoint.resume
     if resume == "never":
         return None
@@ -59,7 +58,7 @@ def _find(cfg, run_dir: Path) -> Optional[Path]:
     return _named_checkpoint(resume)
 
 
-def resume_point(cfg, run_dir: Path) -> Optional[Path]:
+def resume_point(cfg, run_dir: Path) -> Path | None:
     """The checkpoint to resume from (None: a fresh start), after the checks and rollback above."""
     path = _find(cfg, run_dir)
     if path is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
 
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
@@ -20,7 +19,7 @@ log = logging.getLogger("nemo_terminal.train")
 class ReplannableScheduler(OptimizerParamScheduler):
     """megatron-core's scheduler plus `replan`: (S, lr at S) when the run's length changed at S."""
 
-    replan: Optional[tuple[int, float]] = None
+    replan: tuple[int, float] | None = None
 
     def get_lr(self, param_group: dict) -> float:
         if self.replan is None or self.num_steps < self.replan[0]:

@@ -13,31 +13,36 @@ import math
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from nemo_terminal.checkpoint import directory as cio
+from nemo_terminal.checkpoint import megatron_lm
+from nemo_terminal.checkpoint import save_load as checkpoint
+from nemo_terminal.checkpoint.preload import check_before_load
+from nemo_terminal.checkpoint.source import CheckpointSource, open_checkpoint
+from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.provider import resolve_attention_backend
 from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs, to_transformer_config
 from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0
 from nemo_terminal.runtime.device import current_device
 from nemo_terminal.runtime.launch import launch_rank, single_process_env
-from nemo_terminal.checkpoint import save_load as checkpoint
-from nemo_terminal.checkpoint.preload import check_before_load
-from nemo_terminal.checkpoint import megatron_lm
-from nemo_terminal.checkpoint.source import CheckpointSource, open_checkpoint
-from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
+from nemo_terminal.training import performance
 from nemo_terminal.training.config import Config, check_run_paths, to_yaml
 from nemo_terminal.training.loss import masked_token_loss
-from nemo_terminal.training import performance
 from nemo_terminal.training.metrics import MetricsLogger, flops_per_step
 from nemo_terminal.training.optimizer import (
-    build_optimizer, build_scheduler, init_torch_adam_state, step_if_finite, uses_torch_adam,
+    build_optimizer,
+    build_scheduler,
+    init_torch_adam_state,
+    step_if_finite,
+    uses_torch_adam,
 )
 from nemo_terminal.training.preemption import PreemptionFlag
 from nemo_terminal.training.preflight import check_context_length
@@ -55,11 +60,11 @@ class Trainer:
         self.step = 0
         self.consecutive_skips = 0
         self.skipped_total = 0
-        self.stopped_by: Optional[str] = None
+        self.stopped_by: str | None = None
         """The signal a preempted run stopped on (it saved first); None when it ran to the end."""
 
     # -- setup ----------------------------------------------------------------------------
-    def setup(self) -> "Trainer":
+    def setup(self) -> Trainer:
         from megatron.core import parallel_state as ps
 
         cfg = self.cfg
@@ -127,7 +132,9 @@ class Trainer:
                 "factor": self.cfg.model.yarn_factor,
                 "original_max_position_embeddings": self.cfg.model.yarn_original_max_position,
             }
-            model_cfg.max_position_embeddings = int(self.cfg.model.yarn_original_max_position * self.cfg.model.yarn_factor)
+            model_cfg.max_position_embeddings = int(
+                self.cfg.model.yarn_original_max_position * self.cfg.model.yarn_factor
+            )
         return model_cfg
 
     def _build_data(self, source: Path):
@@ -227,7 +234,7 @@ class Trainer:
             return {"model": self.model[0].module.sharded_state_dict()}
         return {f"model{i}": chunk.module.sharded_state_dict() for i, chunk in enumerate(self.model)}
 
-    def _resume_path(self) -> Optional[Path]:
+    def _resume_path(self) -> Path | None:
         return resume_point(self.cfg, self.run_dir)
 
     def _load(self, path: Path, full: bool) -> None:
@@ -238,7 +245,9 @@ class Trainer:
             state["optimizer"] = self.optimizer.sharded_state_dict(state, is_loading=True, metadata=self._optim_meta())
         loaded = checkpoint.load(checkpoint.drop_absent_extra_state(state, path), path)
         for i, chunk in enumerate(self.model):
-            result = chunk.module.load_state_dict(loaded["model" if len(self.model) == 1 else f"model{i}"], strict=False)
+            result = chunk.module.load_state_dict(
+                loaded["model" if len(self.model) == 1 else f"model{i}"], strict=False
+            )
             wrong = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.endswith("_extra_state")]
             if wrong:
                 raise UserError(f"checkpoint {path} does not match the model: {wrong[:8]}")
@@ -309,9 +318,11 @@ class Trainer:
             skipped = not math.isfinite(grad_norm)
         if not skipped:
             self.scheduler.step(increment=1)
-        return dict(loss=loss_sum / max(loss_tokens, 1), loss_tokens=int(loss_tokens), grad_norm=grad_norm, skipped=skipped)
+        return dict(
+            loss=loss_sum / max(loss_tokens, 1), loss_tokens=int(loss_tokens), grad_norm=grad_norm, skipped=skipped
+        )
 
-    def evaluate(self) -> Optional[float]:
+    def evaluate(self) -> float | None:
         """Token-mean loss over the validation bins (all DP×CP ranks), or None without a validation set."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 

@@ -37,7 +37,8 @@ def _container_args(tmp_path: Path, image: str | None, pyxis: bool) -> tuple[lis
     env.update(PATH=f"{fake_bin}:{env['PATH']}", PROJECT_DIR=str(REPO))
     if image is not None:
         env["CONTAINER_IMAGE"] = image
-    script = f'source "{REPO}/slurm/common.sh"; for a in ${{CONTAINER_ARGS[@]+"${{CONTAINER_ARGS[@]}}"}}; do echo "$a"; done'
+    script = (f'source "{REPO}/slurm/common.sh"; '
+              'for a in ${CONTAINER_ARGS[@]+"${CONTAINER_ARGS[@]}"}; do echo "$a"; done')
     proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True)
     return proc.stdout.splitlines(), proc.stderr
 

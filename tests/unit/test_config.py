@@ -82,7 +82,8 @@ def test_cli_numbers_fail_before_any_work(argv, flag, capsys):
 
 def test_enums_validate_and_read_as_plain_strings():
     cfg = load_config(RECIPE, PATHS + ["train.precision=bf16"])
-    assert cfg.train.precision is Precision.bf16 and cfg.train.precision == "bf16" and f"{cfg.train.precision}" == "bf16"
+    assert cfg.train.precision is Precision.bf16 and cfg.train.precision == "bf16"
+    assert f"{cfg.train.precision}" == "bf16"
     assert "precision: bf16" in to_yaml(cfg) and "recompute: none" in to_yaml(cfg)
     prep = load_prepare_config(None, ["thinking=drop"], seq_length=4096)
     stored = json.loads(json.dumps(prep.to_dict()))

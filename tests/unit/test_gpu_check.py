@@ -15,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "gpu_check.sh"
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHON=sys.executable)
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
 
 
 def test_help_documents_steps_and_exit_codes():

@@ -65,7 +65,7 @@ def test_command_line_encodes_kwargs_as_harbor_parses_them(tmp_path):
                          model="hosted_vllm/m", agent_kwargs={"api_base": "http://h:1/v1",
                                                               "trajectory_config": {"raw_content": True}})
     assert cmd[:2] == ["harbor", "run"]
-    flags = dict(zip(cmd[2:], cmd[3:]))
+    flags = dict(zip(cmd[2:], cmd[3:], strict=False))
     assert flags["--agent"] == "terminus-2" and flags["--job-name"] == "j1" and flags["--model"] == "hosted_vllm/m"
     kwargs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ak"]
     assert kwargs[0] == "api_base=http://h:1/v1"  # strings verbatim

@@ -4,6 +4,7 @@ and path mistakes are one-line errors before any work (#10)."""
 from __future__ import annotations
 
 import os
+
 import pytest
 
 from nemo_terminal.cli import main

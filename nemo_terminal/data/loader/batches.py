@@ -16,7 +16,8 @@ Padding conventions (shared with attention and the trainer through `zigzag_indic
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,7 @@ def bin_documents(ds: Any, index: int) -> list[dict[str, Any]]:
         raise UserError(f"--index {index} is out of range: {ds.path} has {len(ds)} bins (0..{len(ds) - 1})")
     b = ds.bin(index)
     docs, start = [], 0
-    for n, padded in zip(b.doc_lens.tolist(), b.doc_lens_padded.tolist()):
+    for n, padded in zip(b.doc_lens.tolist(), b.doc_lens_padded.tolist(), strict=False):
         docs.append({"input_ids": b.tokens[start:start + n].tolist(),
                      "loss_mask": b.loss_mask[start:start + n].tolist(),
                      "length": n, "padded_length": padded})
@@ -32,10 +32,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
         return []
     cuts = np.flatnonzero(np.diff(mask)) + 1
     bounds = [0, *cuts.tolist(), len(mask)]
-    return [(a, b, int(mask[a])) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(a, b, int(mask[a])) for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
 
-def render_bin(ds: Any, index: int, tokenizer_dir: Optional[str], color: bool) -> str:
+def render_bin(ds: Any, index: int, tokenizer_dir: str | None, color: bool) -> str:
     """Human view: decoded text per document; trained tokens in green (tty) or inside [[ ]]."""
     from tokenizers import Tokenizer
 

@@ -8,7 +8,7 @@ __post_init__ so a bad recipe fails at load time, naming the `data.` field and t
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.options import check_int
@@ -20,7 +20,7 @@ class DatasetSpec:
 
     path: str = ""
     """Directory of the prepared dataset."""
-    weight: Optional[float] = None
+    weight: float | None = None
     """Share of this dataset in its stage's mixture, relative to the others' weights (normalized).
     None (the default) means "natural": proportional to the dataset's bin count, so every bin is
     seen once per epoch, as in the paper's best run (everything mixed). Within one stage give
@@ -28,7 +28,7 @@ class DatasetSpec:
     fraction: float = 1.0
     """Use a seeded subset of this share of the dataset's training bins (0 < fraction <= 1), for
     scaling studies. Subsets are nested for a fixed seed: the 1% bins are inside the 10% bins."""
-    origin: Optional[str] = None
+    origin: str | None = None
     """One origin (sub-dataset) of the prepared dataset, e.g. `dataset_adapters/code`, or every
     origin under a prefix (`skill_based_medium`). None: all its bins. The same path may appear
     once per origin, each with its own weight; `prepare`'s report.json lists the origins."""
@@ -46,11 +46,11 @@ class DatasetSpec:
 class StageSpec:
     """One curriculum stage: a mixture, run for a number of samples (bins) or of epochs."""
 
-    datasets: List[DatasetSpec] = field(default_factory=list)
+    datasets: list[DatasetSpec] = field(default_factory=list)
     """The stage's mixture."""
-    samples: Optional[int] = None
+    samples: int | None = None
     """Length of the stage in samples (packed bins). Exactly one of samples / epochs."""
-    epochs: Optional[float] = None
+    epochs: float | None = None
     """Length in passes over the stage's mixture (may be fractional). Exactly one of samples / epochs."""
 
     def __post_init__(self) -> None:
@@ -73,19 +73,19 @@ class StageSpec:
 class DataConfig:
     """The training data: one mixed stage by default, or an ordered curriculum of stages."""
 
-    path: Optional[str] = None
+    path: str | None = None
     """Shortcut for a single prepared dataset (same as datasets=[{path: ...}])."""
-    datasets: List[DatasetSpec] = field(default_factory=list)
+    datasets: list[DatasetSpec] = field(default_factory=list)
     """The mixture of the default single stage, which runs for as many epochs as the trainer asks
     (a fresh shuffle each epoch). Mixing everything in one stage scored best in the paper."""
-    stages: List[StageSpec] = field(default_factory=list)
+    stages: list[StageSpec] = field(default_factory=list)
     """Optional curriculum; replaces path/datasets. Stages run in order; training data ends after
     the last one."""
     val_fraction: float = 0.0
     """Share of each training dataset's bins held out for validation (seeded, disjoint from
     training, and independent of `fraction`, so scaling studies share one validation set).
     0 by default: the paper trained on everything."""
-    val_path: Optional[str] = None
+    val_path: str | None = None
     """A separate prepared dataset used whole for validation (instead of val_fraction)."""
     seed: int = 1234
     """Seeds the per-epoch shuffles, the fraction subsets and the validation hold-out."""
@@ -94,7 +94,7 @@ class DataConfig:
     a millisecond, far below a training step; batches do not depend on this number."""
     prefetch_factor: int = 4
     """Micro-batches each worker prepares ahead (ignored when num_workers=0)."""
-    seq_length: Optional[int] = None
+    seq_length: int | None = None
     """The packed bin length the recipe is written for (`prepare --seq-length`). `plan` reads it
     before the data exists; training refuses data prepared at another length. None: any."""
 
@@ -117,7 +117,7 @@ class DataConfig:
         if self.num_workers < 0 or self.prefetch_factor < 1:
             raise UserError("data.num_workers must be >= 0 and data.prefetch_factor >= 1")
 
-    def resolved_stages(self) -> List[StageSpec]:
+    def resolved_stages(self) -> list[StageSpec]:
         """The curriculum as stages; the default single stage has samples=epochs=None (unbounded)."""
         if self.stages:
             return list(self.stages)
@@ -135,7 +135,7 @@ def _as_spec(d: Any) -> DatasetSpec:
     return DatasetSpec(**dict(d))
 
 
-def _check_weights(specs: List[DatasetSpec]) -> None:
+def _check_weights(specs: list[DatasetSpec]) -> None:
     given = [s.weight is not None for s in specs]
     if any(given) and not all(given):
         missing = [s.path for s in specs if s.weight is None]

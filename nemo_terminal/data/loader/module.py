@@ -13,8 +13,9 @@ optimizer steps, so that is the usual case); only a mid-step state demands the s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,8 @@ from nemo_terminal.data.loader.config import DataConfig, as_data_config
 from nemo_terminal.data.loader.sampler import Schedule, StageMix, apportion, split_bins
 from nemo_terminal.data.store import PackedDataset, dataset_fingerprint
 from nemo_terminal.errors import UserError
-from nemo_terminal.runtime.parallel import micro_batches_per_step
 from nemo_terminal.runtime.device import current_device
+from nemo_terminal.runtime.parallel import micro_batches_per_step
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -72,7 +73,7 @@ class _MicroBatches(torch.utils.data.Dataset):
 class _Indices:
     """Sampler over [start, stop); stop=None counts forever."""
 
-    def __init__(self, start: int, stop: Optional[int]):
+    def __init__(self, start: int, stop: int | None):
         self.start, self.stop = start, stop
 
     def __iter__(self) -> Iterator[int]:
@@ -87,7 +88,7 @@ class TerminalDataModule:
 
     def __init__(self, cfg: DataConfig | Any, *, global_batch_size: int, micro_batch_size: int,
                  dp_rank: int, dp_size: int, cp_rank: int = 0, cp_size: int = 1,
-                 required_pad_multiple: int = 1, tokenizer_hash: Optional[str] = None):
+                 required_pad_multiple: int = 1, tokenizer_hash: str | None = None):
         self.cfg = as_data_config(cfg)
         micro_batches = micro_batches_per_step(global_batch_size, micro_batch_size, dp_size)
         assert 0 <= dp_rank < dp_size and 0 <= cp_rank < cp_size
@@ -98,7 +99,7 @@ class TerminalDataModule:
         self.datasets: list[PackedDataset] = []
         self._base = 0       # global sample position where rank-local micro-batch 0 starts
         self._consumed = 0   # micro-batches handed to the trainer since _base
-        self._pending_state: Optional[dict] = None
+        self._pending_state: dict | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -165,7 +166,8 @@ class TerminalDataModule:
         m = ds.manifest
         if self.tokenizer_hash is not None and m["tokenizer_hash"] != self.tokenizer_hash:
             raise UserError(f"{ds.path}: prepared with tokenizer {m['tokenizer_hash']!r}, but the model's "
-                            f"tokenizer is {self.tokenizer_hash!r}; re-run prepare with --tokenizer set to the model's tokenizer directory")
+                            f"tokenizer is {self.tokenizer_hash!r}; re-run prepare with --tokenizer set to the model's "
+                            "tokenizer directory")
         stored, need = int(m["pad_multiple"]), self.required_pad_multiple
         if stored % need or ds.seq_length % stored:
             raise UserError(
@@ -174,7 +176,7 @@ class TerminalDataModule:
                 f"but this parallel layout needs a multiple of {need} dividing seq_length={ds.seq_length}; "
                 f"re-run prepare with --cp-size {self.cp_size} (and the training --tp-size / --sequence-parallel)")
 
-    def _thinking(self) -> Optional[str]:
+    def _thinking(self) -> str | None:
         """The thinking policy every dataset was prepared with (None: prepared before it was
         recorded). The exported chat template renders prompts by it, so one run has one policy."""
         values = {str(d.path): d.manifest.get("thinking", d.manifest.get("config", {}).get("thinking"))
@@ -187,7 +189,8 @@ class TerminalDataModule:
     def _agree(self, key: str) -> int:
         values = {str(d.path): int(d.manifest[key]) for d in self.datasets}
         if len(set(values.values())) != 1:
-            raise UserError(f"datasets disagree on {key}: {values}; prepare them with the same --{key.replace('_', '-')}")
+            raise UserError(f"datasets disagree on {key}: {values}; "
+                            f"prepare them with the same --{key.replace('_', '-')}")
         return next(iter(values.values()))
 
     # ---- sizes -------------------------------------------------------------------------------
@@ -200,12 +203,12 @@ class TerminalDataModule:
         return self._epoch_samples() // self.gbs
 
     @property
-    def max_steps(self) -> Optional[int]:
+    def max_steps(self) -> int | None:
         """Steps until a finite curriculum ends (counted from step 0); None when unbounded."""
         return None if self.schedule.total is None else self.schedule.total // self.gbs
 
     # ---- loaders -----------------------------------------------------------------------------
-    def _loader(self, picks, start: int, stop: Optional[int]) -> torch.utils.data.DataLoader:
+    def _loader(self, picks, start: int, stop: int | None) -> torch.utils.data.DataLoader:
         source = _MicroBatches(self.datasets, picks, self.seq_length, self.pad_id, self.cp_size, self.cp_rank)
         workers = self.cfg.num_workers
         return torch.utils.data.DataLoader(

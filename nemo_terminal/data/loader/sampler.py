@@ -16,8 +16,8 @@ complete resume state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def _rng(*key: int) -> np.random.Generator:
 
 
 def split_bins(num_bins: int, seed: int, dataset_key: int, val_fraction: float,
-               fraction: float, allowed: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+               fraction: float, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(train bins, validation bins) of one dataset, each sorted; see module docstring. `allowed`
     (the bins of one origin) restricts the training pool before `fraction` takes its share; the
     hold-out stays the dataset's, so every origin's spec shares one validation set."""
@@ -63,7 +63,7 @@ class StageMix:
     """Per stage dataset: the bin ids it may draw (after hold-out and fraction)."""
     counts: np.ndarray
     """Per stage dataset: samples drawn from it per epoch (sums to epoch_len)."""
-    total: Optional[int]
+    total: int | None
     """Samples in this stage; None = unbounded (the default single stage)."""
 
     @property
@@ -82,7 +82,7 @@ class Schedule:
         self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     @property
-    def total(self) -> Optional[int]:
+    def total(self) -> int | None:
         """Samples in the whole schedule; None when the last stage is unbounded."""
         return None if self.stages[-1].total is None else int(self.starts[-1])
 
@@ -116,7 +116,7 @@ class Schedule:
     def _build_epoch(self, stage: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         mix = self.stages[stage]
         ds_parts, bin_parts = [], []
-        for j, (count, pool) in enumerate(zip(mix.counts, mix.train_bins)):
+        for j, (count, pool) in enumerate(zip(mix.counts, mix.train_bins, strict=False)):
             k = np.arange(epoch * int(count), (epoch + 1) * int(count), dtype=np.int64)
             picks = np.empty(len(k), dtype=np.int64)
             n = len(pool)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.options import Choice, LengthPolicy, ThinkingPolicy, check_int, check_number
@@ -36,7 +36,7 @@ class BadFilePolicy(Choice):
 class FilterConfig:
     """Record filters (FACTS.md §2). Each is a switch; each drop is counted under its reason."""
 
-    decontaminate_file: Optional[str] = None
+    decontaminate_file: str | None = None
     """Benchmark task instructions (.txt: blank-line separated; .json: list of strings;
     .jsonl: strings or objects with "instruction"). A record whose first user turn shares an
     n-gram with any of them is dropped as `contaminated`. None disables the check."""
@@ -54,9 +54,9 @@ class FilterConfig:
     require_success: bool = False
     """Keep only records whose `reward` column (written by `taskgen collect`) is >= 1: every test
     passed (`unsuccessful`). Off by default: the paper found keeping failures scores higher."""
-    min_turns: Optional[int] = None
+    min_turns: int | None = None
     """Minimum assistant turns (`too_few_turns`). None = no limit (the paper used none)."""
-    max_turns: Optional[int] = None
+    max_turns: int | None = None
     """Maximum assistant turns (`too_many_turns`). None = no limit."""
     dedup: bool = True
     """Drop exact repeats of a conversation (`duplicate`), keyed by a hash of roles + contents."""
@@ -116,7 +116,7 @@ class PrepareConfig:
     """stop | skip, for an input file that cannot be read at all (corrupt parquet, not UTF-8).
     stop (the default) fails naming the file; skip counts it under `bad_files` in the report
     (its records under `unreadable_file`) and goes on with the other inputs."""
-    min_kept: Optional[float] = None
+    min_kept: float | None = None
     """Fail (exit non-zero, nothing published) when fewer than this fraction of the records read
     are kept. None: fail only when nothing is kept, and warn below half."""
     split: str = "train"
@@ -174,7 +174,7 @@ def identity_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_prepare_config(path: Optional[str] = None, overrides: Optional[list[str]] = None,
+def load_prepare_config(path: str | None = None, overrides: list[str] | None = None,
                         **explicit: Any) -> PrepareConfig:
     """Defaults < YAML file < `key=value` overrides < explicit (non-None) keyword values."""
     from nemo_terminal.configuration import load_structured

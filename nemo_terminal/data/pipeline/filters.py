@@ -11,7 +11,6 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -109,7 +108,7 @@ def conversation_hash(turns: Turns) -> int:
 class RecordFilter:
     """The per-record filters except dedup (which needs global state and lives in prepare)."""
 
-    def __init__(self, cfg: FilterConfig, benchmark_index: Optional[np.ndarray] = None):
+    def __init__(self, cfg: FilterConfig, benchmark_index: np.ndarray | None = None):
         self.cfg = cfg
         self.benchmark = benchmark_index if benchmark_index is not None and len(benchmark_index) else None
         patterns = list(DEFAULT_IDENTITY_PATTERNS) + list(cfg.identity_patterns_extra)
@@ -137,7 +136,7 @@ class RecordFilter:
         pos = np.searchsorted(self.benchmark, grams).clip(max=len(self.benchmark) - 1)
         return bool(np.any(self.benchmark[pos] == grams))
 
-    def check(self, turns: Turns) -> Optional[str]:
+    def check(self, turns: Turns) -> str | None:
         """The first failing filter's reason, or None. Order: cheap checks first."""
         cfg = self.cfg
         answers = [c for r, c in turns if r == "assistant"]

@@ -9,7 +9,7 @@ seeded random order, so the output depends only on the inputs, the config and th
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

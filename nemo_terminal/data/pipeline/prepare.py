@@ -11,14 +11,15 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
+from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.pack import OriginPacker
 from nemo_terminal.data.pipeline.parallel_map import WorkerPool, ordered_map
-from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.processing import Result, init_worker, process_chunk
 from nemo_terminal.data.pipeline.readers import BadInputFile, InputFile, file_sha256, iter_rows, resolve_inputs
 from nemo_terminal.data.pipeline.report import Accounting, kept_check
@@ -75,7 +76,7 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
             "prepare_version": manifest.get("prepare_version")}
 
 
-def _existing_report(out_dir: Path, manifest: dict[str, Any]) -> Optional[dict[str, Any]]:
+def _existing_report(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The report of an up-to-date dataset at out_dir, None if there is none; UserError if it differs."""
     from nemo_terminal.data.store import PackedDataset
 
@@ -138,7 +139,7 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
             pool.close()
 
 
-def _benchmark_index(cfg: PrepareConfig) -> Optional[np.ndarray]:
+def _benchmark_index(cfg: PrepareConfig) -> np.ndarray | None:
     from nemo_terminal.data.pipeline.filters import build_benchmark_index
 
     if not cfg.filters.decontaminate_file:
@@ -149,7 +150,7 @@ def _benchmark_index(cfg: PrepareConfig) -> Optional[np.ndarray]:
 
 
 def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: PrepareConfig, force: bool,
-             pool: Optional[WorkerPool], bench: Optional[np.ndarray]) -> dict[str, Any]:
+             pool: WorkerPool | None, bench: np.ndarray | None) -> dict[str, Any]:
     """prepare_dataset after its checks: the no-op test, then the run and its report."""
     from nemo_terminal.data.store import PackedDatasetWriter
     from nemo_terminal.models.tokenizer import ENDOFTEXT_ID
@@ -179,7 +180,7 @@ def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: Prepare
         if warning:
             log.warning("%s", warning)
             report["warnings"] = [warning]
-        for entry, f in zip(manifest["inputs"], acct.files):
+        for entry, f in zip(manifest["inputs"], acct.files, strict=False):
             entry["records"] = f["records_in"]
         writer.update_manifest(inputs=manifest["inputs"])
         writer.write_json("report.json", report)
@@ -189,8 +190,8 @@ def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: Prepare
     return report
 
 
-def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: Optional[np.ndarray],
-         acct: Accounting, writer: Any, pool: Optional[WorkerPool]) -> None:
+def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: np.ndarray | None,
+         acct: Accounting, writer: Any, pool: WorkerPool | None) -> None:
     """The streaming loop: results in input order -> dedup -> packer -> writer."""
     from tqdm import tqdm
 
@@ -211,7 +212,7 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
         ordered_map(process_chunk, chunks, 1, init_worker, (tokenizer_dir, cfg, bench, cfg.pad_multiple()))
     try:
         for meta, chunk_results in results:
-            for (fi, ri), res in zip(meta, chunk_results):
+            for (fi, ri), res in zip(meta, chunk_results, strict=False):
                 _check_strict(cfg, files, fi, ri, res)
                 if res.reason is None and res.dedup_hash is not None:
                     if res.dedup_hash in seen:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.filters import RecordFilter, conversation_hash
 from nemo_terminal.data.pipeline.pack import pad_document
-from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.readers import BadRow, Row
-from nemo_terminal.models.chat import ChatRenderer, Document
 from nemo_terminal.data.pipeline.validate import validate_record
 from nemo_terminal.errors import UserError
+from nemo_terminal.models.chat import ChatRenderer, Document
 
 QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 
@@ -29,16 +28,16 @@ QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 class Result:
     """One record's outcome: a drop reason, or a padded document ready to pack."""
 
-    reason: Optional[str] = None
+    reason: str | None = None
     detail: str = ""
-    tokens: Optional[np.ndarray] = None  # int32, padded
-    mask: Optional[np.ndarray] = None  # uint8, padded
+    tokens: np.ndarray | None = None  # int32, padded
+    mask: np.ndarray | None = None  # uint8, padded
     length: int = 0  # unpadded
     loss_tokens: int = 0
     assistant_turns: int = 0
     truncated: bool = False
     full_length: int = 0
-    dedup_hash: Optional[int] = None
+    dedup_hash: int | None = None
     pieces: tuple = ()  # per-turn thinking policies: (padded, unpadded) length of each sample in tokens
     samples_dropped: int = 0  # per-turn samples longer than seq_length
     once_length: int = 0  # per-turn policies: the record's tokens rendered once
@@ -57,7 +56,7 @@ class Result:
 class Processor:
     """Holds the tokenizer and filters of one process."""
 
-    def __init__(self, tokenizer_dir: str, cfg: PrepareConfig, benchmark_index: Optional[np.ndarray],
+    def __init__(self, tokenizer_dir: str, cfg: PrepareConfig, benchmark_index: np.ndarray | None,
                  pad_multiple: int):
         from tokenizers import Tokenizer
 
@@ -72,7 +71,7 @@ class Processor:
         self.multiple = pad_multiple  # computed by the parent: keeps torch (via runtime) out of workers
 
     def process(self, rows: list[Row]) -> list[Result]:
-        results: list[Optional[Result]] = [None] * len(rows)
+        results: list[Result | None] = [None] * len(rows)
         todo, turns_list = [], []
         for i, row in enumerate(rows):
             if isinstance(row, BadRow):
@@ -86,7 +85,7 @@ class Processor:
                 continue
             todo.append(i)
             turns_list.append(turns)
-        for i, turns, doc in zip(todo, turns_list, self.renderer.render_many(turns_list)):
+        for i, turns, doc in zip(todo, turns_list, self.renderer.render_many(turns_list), strict=False):
             if not isinstance(doc, Document):
                 results[i] = Result(reason=doc)
                 continue
@@ -103,10 +102,10 @@ class Processor:
         return results  # type: ignore[return-value]
 
 
-_PROCESSOR: Optional[Processor] = None
+_PROCESSOR: Processor | None = None
 
 
-def init_worker(tokenizer_dir: str, cfg: PrepareConfig, benchmark_index: Optional[np.ndarray],
+def init_worker(tokenizer_dir: str, cfg: PrepareConfig, benchmark_index: np.ndarray | None,
                 pad_multiple: int, in_pool: bool) -> None:
     """Pool initializer (also used in-process). In a pool, the pool is the parallelism: keep each
     worker's tokenizer single-threaded so N workers use N cores, not N × cores."""

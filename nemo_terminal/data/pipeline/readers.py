@@ -15,9 +15,10 @@ import codecs
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any
 
 from nemo_terminal.data.pipeline.origins import origin_of
 from nemo_terminal.errors import UserError
@@ -49,7 +50,7 @@ class BadRow:
     detail: str
 
 
-Row = Union[list, BadRow]  # a `conversations` value (unchecked) or a BadRow
+Row = list | BadRow  # a `conversations` value (unchecked) or a BadRow
 
 
 def _save_to_disk_files(d: Path, split: str = "train") -> list[InputFile]:

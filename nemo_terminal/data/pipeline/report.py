@@ -7,11 +7,11 @@ by `fraction`; the report states totals and the same split per input file.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.data.pipeline.filters import FILTER_REASONS
-from nemo_terminal.models.chat import LENGTH_REASONS
 from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS
+from nemo_terminal.models.chat import LENGTH_REASONS
 
 ALL_REASONS = {**VALIDATION_REASONS, **FILTER_REASONS, **LENGTH_REASONS}
 
@@ -24,7 +24,7 @@ def _file_counts() -> dict[str, Any]:
 class Accounting:
     """Running totals; `report()` turns them into the report.json dict."""
 
-    def __init__(self, paths: list[str], origins: Optional[list[str]] = None):
+    def __init__(self, paths: list[str], origins: list[str] | None = None):
         self.paths = paths
         self.files = [_file_counts() for _ in paths]
         self.origins = origins or []
@@ -98,7 +98,10 @@ class Accounting:
             dropped.update(f["dropped"])
         tokens = self.total("tokens")
         assert tokens == self.bin_real_tokens, "every kept document is in exactly one bin"
-        per_file = {p: {**f, "dropped": dict(sorted(f["dropped"].items()))} for p, f in zip(self.paths, self.files)}
+        per_file = {
+            p: {**f, "dropped": dict(sorted(f["dropped"].items()))}
+            for p, f in zip(self.paths, self.files, strict=False)
+        }
         for f in per_file.values():
             assert f["records_in"] == f["records_kept"] + f["subsampled_out"] + sum(f["dropped"].values())
         return {
@@ -128,7 +131,7 @@ class Accounting:
 WARN_KEPT_BELOW = 0.5  # below this fraction kept, prepare warns (on stderr and in report.json)
 
 
-def kept_check(report: dict[str, Any], min_kept: Optional[float]) -> tuple[Optional[str], Optional[str]]:
+def kept_check(report: dict[str, Any], min_kept: float | None) -> tuple[str | None, str | None]:
     """(error, warning) about how much of the input was kept; the fraction is of the records read
     that `fraction` did not subsample out. Nothing kept is always an error."""
     considered = report["records_in"] - report["subsampled_out"]
@@ -144,5 +147,6 @@ def kept_check(report: dict[str, Any], min_kept: Optional[float]) -> tuple[Optio
     if min_kept is not None and share < min_kept:
         return f"prepare {summary}, below min_kept={min_kept}; fix the inputs or lower min_kept", None
     if share < WARN_KEPT_BELOW:
-        return None, f"prepare {summary}; below {WARN_KEPT_BELOW:.0%} kept: check the inputs (min_kept=F makes this an error)"
+        return None, (f"prepare {summary}; below {WARN_KEPT_BELOW:.0%} kept: "
+                      "check the inputs (min_kept=F makes this an error)")
     return None, None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 AGENT_PROMPT = (
     "You are an AI assistant tasked with solving command-line tasks in a Linux environment. "
@@ -98,22 +99,23 @@ def _assistant(rng: random.Random, n_words: int, complete: bool, broken: bool, e
 def make_record(
     rng: random.Random,
     *,
-    target_tokens: Optional[int] = None,
-    n_turns: Optional[int] = None,
-    complete: Optional[bool] = None,
+    target_tokens: int | None = None,
+    n_turns: int | None = None,
+    complete: bool | None = None,
     parse_error_rate: float = 0.1,
     chinese: bool = False,
     identity_leak: bool = False,
-    task_text: Optional[str] = None,
-    source: Optional[str] = None,
+    task_text: str | None = None,
+    source: str | None = None,
     tokens_per_turn: int = 350,
 ) -> dict[str, Any]:
     """One trajectory row with every Terminal-Corpus column (`source` only when given).
 
     target_tokens: approximate length (default: 300–3000, log-uniform). n_turns: assistant
-    turns (default: one per `tokens_per_turn`; 1000 gives the paper's ≈17.5 turns at ≈17.5K). complete: end with a confirmed
-    "task_complete": true (default: 60% of records). chinese / identity_leak plant what those
-    filters look for in one assistant turn; task_text replaces the task description.
+    turns (default: one per `tokens_per_turn`; 1000 gives the paper's ≈17.5 turns at ≈17.5K).
+    complete: end with a confirmed "task_complete": true (default: 60% of records).
+    chinese / identity_leak plant what those filters look for in one assistant turn;
+    task_text replaces the task description.
     """
     if target_tokens is None:
         target_tokens = int(math.exp(rng.uniform(math.log(300), math.log(3000))))

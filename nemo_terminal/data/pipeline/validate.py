@@ -10,7 +10,7 @@ and break the turn structure the loss mask relies on). Failures return a named r
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from nemo_terminal.models.chat import Turns
 
@@ -29,7 +29,7 @@ CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 ROLE_NAMES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
 
-def _turn(turn: Any) -> Optional[tuple[Any, Any]]:
+def _turn(turn: Any) -> tuple[Any, Any] | None:
     """(role, content) of an OpenAI-style or ShareGPT-style turn; None if it is neither."""
     if not isinstance(turn, dict):
         return None
@@ -41,7 +41,7 @@ def _turn(turn: Any) -> Optional[tuple[Any, Any]]:
     return None
 
 
-def validate_record(conversations: Any) -> tuple[Optional[Turns], Optional[str]]:
+def validate_record(conversations: Any) -> tuple[Turns | None, str | None]:
     """(turns, None) for a valid record, else (None, reason) with reason in VALIDATION_REASONS."""
     if not isinstance(conversations, (list, tuple)) or not conversations:
         return None, "malformed"

@@ -177,11 +177,11 @@ def save_foreign(meg: str, mlm: str, bridge: str) -> None:
     import yaml
     from megatron.core import dist_checkpointing
 
+    from nemo_terminal.checkpoint import directory as cio
     from nemo_terminal.checkpoint import megatron_lm
     from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.convert.verify import build_stage
     from nemo_terminal.runtime import ParallelConfig, init_parallel_state
-    from nemo_terminal.checkpoint import directory as cio
 
     src = open_checkpoint(meg)
     init_parallel_state(ParallelConfig())
@@ -250,8 +250,8 @@ def test_older_layout_and_refusals(imported, tmp_path, capsys):
     (old / "latest_checkpointed_iteration.txt").unlink()
     assert main(["export", "--megatron-dir", str(old), "--out", str(tmp_path / "o")]) == 0
     # A Megatron-LM checkpoint of another architecture is refused naming the arg.
-    from nemo_terminal.checkpoint.source import config_from_args, config_from_run_config
     from nemo_terminal.checkpoint import megatron_lm
+    from nemo_terminal.checkpoint.source import config_from_args, config_from_run_config
     from nemo_terminal.errors import UserError
     from nemo_terminal.models.qwen3 import Qwen3Config
 

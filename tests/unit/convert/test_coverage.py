@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from nemo_terminal.convert.mapping import (Pair, Transform, check_coverage, check_tied_copies, expand,
-                                           hf_to_megatron, megatron_shape, megatron_to_hf, tied_copies)
+from nemo_terminal.convert.mapping import (
+    Pair,
+    Transform,
+    check_coverage,
+    check_tied_copies,
+    expand,
+    hf_to_megatron,
+    megatron_shape,
+    megatron_to_hf,
+    tied_copies,
+)
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
 from nemo_terminal.testing import run_distributed

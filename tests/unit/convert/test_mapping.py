@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nemo_terminal.convert.mapping import (Transform, check_coverage, expand, hf_to_megatron, megatron_to_hf)
+from nemo_terminal.convert.mapping import Transform, check_coverage, expand, hf_to_megatron, megatron_to_hf
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
 
@@ -26,7 +26,7 @@ def test_qkv_interleave_layout_and_inverse():
     heads = qkv[::d, 0].tolist()  # first row of each head block
     assert heads == [0, 100, 1000, 2000, 200, 300, 1100, 2100]  # group g: its 2 q heads, k_g, v_g
     back = megatron_to_hf(Transform.QKV, qkv, cfg)
-    assert all(torch.equal(a, b) for a, b in zip(back, [q, k, v]))
+    assert all(torch.equal(a, b) for a, b in zip(back, [q, k, v], strict=False))
 
 
 def test_gate_up_and_identity_inverse():
@@ -34,7 +34,7 @@ def test_gate_up_and_identity_inverse():
     gate, up = torch.randn(5, 6), torch.randn(5, 6)
     fc1 = hf_to_megatron(Transform.GATE_UP, [gate, up], cfg)
     assert torch.equal(fc1[:5], gate) and torch.equal(fc1[5:], up)
-    assert all(torch.equal(a, b) for a, b in zip(megatron_to_hf(Transform.GATE_UP, fc1, cfg), [gate, up]))
+    assert all(torch.equal(a, b) for a, b in zip(megatron_to_hf(Transform.GATE_UP, fc1, cfg), [gate, up], strict=False))
     assert megatron_to_hf(Transform.IDENTITY, gate, cfg)[0] is gate
 
 

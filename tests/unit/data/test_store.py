@@ -8,8 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from nemo_terminal.data.store import (PackedDataset, PackedDatasetWriter, dataset_fingerprint,
-                                      write_random_dataset)
+from nemo_terminal.data.store import PackedDataset, PackedDatasetWriter, dataset_fingerprint, write_random_dataset
 from nemo_terminal.errors import UserError
 
 MANIFEST = dict(tokenizer_hash="h", seq_length=16, pad_multiple=4, pad_id=0, cp_size=2, tp_size=1,

@@ -47,7 +47,9 @@ def hf_to_megatron_state(hf_model, first_layer: int, num_layers: int, pre: bool,
         p, m = f"model.layers.{first_layer + i}.", f"decoder.layers.{i}."
         out.update({
             m + "input_layernorm.weight": sd[p + "input_layernorm.weight"],
-            m + "self_attention.linear_qkv.weight": _qkv(sd, p, c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+            m + "self_attention.linear_qkv.weight": _qkv(
+                sd, p, c.num_attention_heads, c.num_key_value_heads, c.head_dim
+            ),
             m + "self_attention.linear_proj.weight": sd[p + "self_attn.o_proj.weight"],
             m + "self_attention.q_layernorm.weight": sd[p + "self_attn.q_norm.weight"],
             m + "self_attention.k_layernorm.weight": sd[p + "self_attn.k_norm.weight"],

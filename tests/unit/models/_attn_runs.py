@@ -10,7 +10,6 @@ from functools import partial
 
 import numpy as np
 import torch
-
 from _attn_hf_weights import SHAPE, hf_to_megatron_state, load_into, tiny_hf_model
 
 SEQ_LENGTH = 40
@@ -30,7 +29,7 @@ def _bins(seed: int = 0):
         tokens = np.full(sum(padded), PAD_ID, dtype=np.int32)
         mask = np.zeros(sum(padded), dtype=np.uint8)
         start = 0
-        for n, p in zip(lens, padded):
+        for n, p in zip(lens, padded, strict=False):
             doc = rng.integers(0, 150000, n)
             tokens[start:start + n] = doc
             mask[start:start + n] = rng.random(n) < 0.7

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from _attn_cases import CU, CU_PADDED, SCALE, inputs, oracle, oracle_mask
+
 from nemo_terminal.models.attention import attend_segments, flex_attend, reference_segment, sdpa_segment
 from nemo_terminal.models.attention_cp import build_segment_table, dense_mask
 
@@ -42,10 +42,10 @@ def test_kernel_matches_dense_oracle(kernel, cp):
         rows = table.local_positions
         out = attend_segments(q[rows], k, v, table, SCALE, kernel)
         got_full[rows] = out.detach()
-        for acc, g in zip(got_grads, _grads(out, (q, k, v), weight[rows])):
+        for acc, g in zip(got_grads, _grads(out, (q, k, v), weight[rows]), strict=False):
             acc += g  # what the reduce-scatter sums over ranks
     torch.testing.assert_close(got_full, expected.detach(), atol=TOL, rtol=0)
-    for got, exp in zip(got_grads, exp_grads):
+    for got, exp in zip(got_grads, exp_grads, strict=False):
         torch.testing.assert_close(got, exp, atol=TOL, rtol=0)
     padding = ~mask.any(dim=1)
     assert padding.sum() == 8 and got_full[padding].abs().max() == 0  # padding attends to nothing

@@ -10,8 +10,8 @@ built with transformers and copied into megatron. Tolerances:
 from __future__ import annotations
 
 import pytest
-
 from _attn_runs import packed_cp_run, packed_pp_run
+
 from nemo_terminal.testing import run_distributed
 
 REL = 1e-5
@@ -41,7 +41,8 @@ def test_packed_pp2_matches_pp1():
     # packed_seq_params reached both stages on every micro-batch (1F1B: 4 forwards per stage).
     assert all(r["seen_cu_end"] == [40, 40, 40, 40] for r in pp2), [r["seen_cu_end"] for r in pp2]
     assert pp2[0]["tokens"] == pp1["tokens"] > 0
-    assert abs(pp2[0]["loss_sum"] - pp1["loss_sum"]) <= REL * abs(pp1["loss_sum"]), (pp1["loss_sum"], pp2[0]["loss_sum"])
+    assert abs(pp2[0]["loss_sum"] - pp1["loss_sum"]) <= REL * abs(pp1["loss_sum"]), \
+        (pp1["loss_sum"], pp2[0]["loss_sum"])
     grads = {**pp2[0]["grads"], **pp2[1]["grads"]}
     assert set(grads) == set(pp1["grads"]), sorted(set(grads) ^ set(pp1["grads"]))
     for name, ref in pp1["grads"].items():

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from nemo_terminal.models.chat import ChatRenderer, Document, strip_think
 from nemo_terminal.data.pipeline.synthetic import make_record
+from nemo_terminal.models.chat import ChatRenderer, Document, strip_think
 from nemo_terminal.models.tokenizer import IM_END_ID, IM_START_ID
 
 
@@ -28,7 +28,7 @@ def _trained_runs(doc: Document) -> list[np.ndarray]:
     m = doc.mask.astype(np.int8)
     starts = np.flatnonzero(np.diff(np.concatenate([[0], m])) == 1)
     stops = np.flatnonzero(np.diff(np.concatenate([m, [0]])) == -1) + 1
-    return [doc.tokens[a:b] for a, b in zip(starts, stops)]
+    return [doc.tokens[a:b] for a, b in zip(starts, stops, strict=False)]
 
 
 def _expected(turns, thinking: str) -> list[str]:
@@ -47,7 +47,7 @@ def test_masked_tokens_decode_to_exactly_the_assistant_texts(tok, thinking):
     runs = _trained_runs(doc)
     expected = _expected(turns, thinking)
     assert len(runs) == len(expected)
-    for run, text in zip(runs, expected):
+    for run, text in zip(runs, expected, strict=False):
         assert run[-1] == IM_END_ID  # the answer's <|im_end|> is a target
         assert tok.decode(run.tolist(), skip_special_tokens=False) == text + "<|im_end|>"
     # Everything untrained is headers, user turns and the "\n" after <|im_end|>.
@@ -67,7 +67,7 @@ def test_strip_history_samples_are_what_qwen3s_published_template_renders(tok, t
     hf = load_tokenizer(tokenizer_dir)  # carries the published Qwen3 template
     ends = [i + 1 for i, (r, _) in enumerate(turns) if r == "assistant"]
     assert len(doc.samples()) == len(ends) == doc.assistant_turns >= 4
-    for (tokens, _), end in zip(doc.samples(), ends):
+    for (tokens, _), end in zip(doc.samples(), ends, strict=False):
         text = hf.apply_chat_template([{"role": r, "content": c} for r, c in turns[:end]], tokenize=False)
         assert tok.decode(tokens.tolist(), skip_special_tokens=False) == text
 
@@ -127,7 +127,7 @@ def test_per_turn_samples_that_do_not_fit_are_dropped_and_counted_never_cut(tok,
     doc = _render(tok, long_turns, "truncate", seq, thinking=thinking)  # length_policy does not apply
     kept = [s for s in full.samples() if len(s[0]) <= seq]
     assert doc.samples_dropped == len(lengths) - len(kept) > 0 and not doc.truncated
-    for (t, m), (t_full, m_full) in zip(doc.samples(), kept):
+    for (t, m), (t_full, m_full) in zip(doc.samples(), kept, strict=False):
         np.testing.assert_array_equal(t, t_full)
         np.testing.assert_array_equal(m, m_full)
     assert full.once_length < len(full.tokens) < full.once_length * len(lengths)

@@ -18,8 +18,14 @@ import numpy as np
 import pytest
 
 from nemo_terminal.data.pipeline.synthetic import make_record
-from nemo_terminal.models.chat import (EMPTY_THINK, ChatRenderer, Document, join_reasoning, split_reasoning,
-                                       think_is_well_formed)
+from nemo_terminal.models.chat import (
+    EMPTY_THINK,
+    ChatRenderer,
+    Document,
+    join_reasoning,
+    split_reasoning,
+    think_is_well_formed,
+)
 from nemo_terminal.models.chat_template import chat_template, published_qwen3_template
 from nemo_terminal.models.tokenizer import IM_END_ID, load_tokenizer
 
@@ -73,7 +79,7 @@ def _trained_turns(doc: Document, thinking: str):
     out = []
     for tokens, mask in doc.samples():
         edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-        for a, b in zip(edges[::2], edges[1::2]):
+        for a, b in zip(edges[::2], edges[1::2], strict=False):
             if thinking != "keep":  # a per-turn sample: context, its one trained turn, "\n"
                 assert len(edges) == 2 and b == len(tokens) - 1
             out.append((tokens[:a].tolist(), tokens[a:b].tolist()))
@@ -89,12 +95,12 @@ def _check(hf, fast_tok, thinking: str, forms=("inline", "separate")) -> int:
     """Assert the proof for every assistant turn of RECORDS; return the number of turns checked."""
     renderer = ChatRenderer(fast_tok, thinking, 1 << 20, "truncate_turns")
     checked = 0
-    for turns, doc in zip(RECORDS, renderer.render_many(RECORDS)):
+    for turns, doc in zip(RECORDS, renderer.render_many(RECORDS), strict=False):
         assert isinstance(doc, Document), doc
         positions = [i for i, (r, _) in enumerate(turns) if r == "assistant"]
         pairs = _trained_turns(doc, thinking)
         assert len(pairs) == len(positions)
-        for i, (context, trained) in zip(positions, pairs):
+        for i, (context, trained) in zip(positions, pairs, strict=False):
             assert trained[-1] == IM_END_ID
             assert fast_tok.decode(trained, skip_special_tokens=False) == _expected_text(turns[i][1], thinking)
             for form in forms:
@@ -106,7 +112,7 @@ def _check(hf, fast_tok, thinking: str, forms=("inline", "separate")) -> int:
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:
-    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 @pytest.fixture(scope="module")

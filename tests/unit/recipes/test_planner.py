@@ -9,8 +9,8 @@ import pytest
 
 from nemo_terminal.cli import main
 from nemo_terminal.models.qwen3 import qwen3_size
-from nemo_terminal.training.planner import GIB, Kernels, PlanInput, activation_bytes_per_layer, estimate
 from nemo_terminal.runtime.parallel import ParallelConfig
+from nemo_terminal.training.planner import GIB, Kernels, PlanInput, activation_bytes_per_layer, estimate
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 

@@ -1,5 +1,6 @@
 """The shipped Qwen3 recipes: they load, carry the paper's hyperparameters, and fit 80 GB by the
-planner at the node count their own comments state (an "80 GB" H100 = 79.6 GiB, less the default headroom) (so comment and layout cannot drift apart)."""
+planner at the node count their own comments state (an "80 GB" H100 = 79.6 GiB, less the default
+headroom) (so comment and layout cannot drift apart)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nemo_terminal.models.qwen3 import qwen3_size
-from nemo_terminal.training.planner import GIB, GPU_GIB, PlanInput, estimate, fits
 from nemo_terminal.training.config import load_config
+from nemo_terminal.training.planner import GIB, GPU_GIB, PlanInput, estimate, fits
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 RECIPES = sorted(CONFIGS.glob("qwen3_*.yaml"))

@@ -46,7 +46,8 @@ def _train_losses(tp: int, steps: int = 3) -> list[float]:
     micro = []
     for _ in range(2):
         tokens = torch.randint(0, 5000, (1, 32), generator=gen)
-        micro.append(dict(tokens=tokens, labels=torch.roll(tokens, -1, 1), mask=(torch.rand(1, 32, generator=gen) > 0.3).float()))
+        mask = (torch.rand(1, 32, generator=gen) > 0.3).float()
+        micro.append(dict(tokens=tokens, labels=torch.roll(tokens, -1, 1), mask=mask))
     losses = []
     for _ in range(steps):
 
@@ -74,6 +75,6 @@ def test_tp2_loss_equals_tp1():
     tp1 = run_distributed(_train_losses, world_size=2, tp=1)  # dp=2 on identical data == one device
     tp2 = run_distributed(_train_losses, world_size=2, tp=2)
     assert tp1[0] == tp1[1] and tp2[0] == tp2[1]
-    for a, b in zip(tp1[0], tp2[0]):
+    for a, b in zip(tp1[0], tp2[0], strict=False):
         assert abs(a - b) <= 1e-5 * abs(a), (tp1[0], tp2[0])
     assert tp1[0][-1] < tp1[0][0]  # the optimizer really stepped (same batch every step)

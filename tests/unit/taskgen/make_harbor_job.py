@@ -149,7 +149,8 @@ def trial(job_dir: Path, name: str, n: int, kwargs: dict, steps: list[Step] | No
     for sub in ("agent", "verifier", "artifacts"):
         (tdir / sub).mkdir(parents=True, exist_ok=True)
     config = TrialConfig(task=TaskConfig(path=Path("tasks") / "count-errors"), trial_name=name,
-                         trials_dir=Path("jobs") / job_dir.name, agent=AgentConfig(name="terminus-2", model_name=MODEL, kwargs=kwargs),
+                         trials_dir=Path("jobs") / job_dir.name,
+                         agent=AgentConfig(name="terminus-2", model_name=MODEL, kwargs=kwargs),
                          job_id=UUID(int=1))
     write_json(tdir / "config.json", config.model_dump_json(indent=4))
     (tdir / "trial.log").write_text(f"trial {name}\n")
@@ -164,8 +165,10 @@ def trial(job_dir: Path, name: str, n: int, kwargs: dict, steps: list[Step] | No
         return None
     agent_result = None
     if steps is not None:
-        agent_result = AgentContext(n_input_tokens=1000 * n, n_output_tokens=100 * n, n_cache_tokens=0,
-                                    metadata={"n_episodes": sum(s.source == "agent" for s in steps), **(metadata or {})})
+        agent_result = AgentContext(
+            n_input_tokens=1000 * n, n_output_tokens=100 * n, n_cache_tokens=0,
+            metadata={"n_episodes": sum(s.source == "agent" for s in steps), **(metadata or {})},
+        )
     result = TrialResult(
         id=UUID(int=100 + n), task_name="count-errors", trial_name=name, trial_uri=f"file://{name}",
         task_id=LocalTaskId(path=Path("tasks") / "count-errors"), task_checksum="0" * 64, config=config,
@@ -173,7 +176,8 @@ def trial(job_dir: Path, name: str, n: int, kwargs: dict, steps: list[Step] | No
                              model_info=ModelInfo(name="deepseek-v3.2", provider="hosted_vllm")),
         agent_result=agent_result,
         verifier_result=VerifierResult(rewards={"reward": reward}) if reward is not None else None,
-        exception_info=exception, started_at=T0 + timedelta(minutes=n), finished_at=T0 + timedelta(minutes=n, seconds=50),
+        exception_info=exception, started_at=T0 + timedelta(minutes=n),
+        finished_at=T0 + timedelta(minutes=n, seconds=50),
         agent_execution=TimingInfo(started_at=T0, finished_at=T0 + timedelta(seconds=40)))
     write_json(tdir / "result.json", result.model_dump_json(indent=4))
     return result
@@ -181,7 +185,8 @@ def trial(job_dir: Path, name: str, n: int, kwargs: dict, steps: list[Step] | No
 
 def main(out: Path) -> None:
     raw = {"trajectory_config": {"raw_content": True}}
-    timeout = ExceptionInfo(exception_type="AgentTimeoutError", exception_message="Agent execution timed out after 900s",
+    timeout = ExceptionInfo(exception_type="AgentTimeoutError",
+                            exception_message="Agent execution timed out after 900s",
                             exception_traceback="Traceback (most recent call last):\n  ...\nAgentTimeoutError\n",
                             occurred_at=T0 + timedelta(minutes=2, seconds=40))
     build = ExceptionInfo(exception_type="EnvironmentStartTimeoutError", exception_message="image build timed out",

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 REPLIES = Path(__file__).parent / "replies"
 _CASE = re.compile(r"\[case:(\w+)\]")
@@ -23,8 +24,8 @@ _CASE = re.compile(r"\[case:(\w+)\]")
 
 class ReplayServer:
     def __init__(self, replies: Path = REPLIES, reject_response_format: bool = False,
-                 rate_limit_once: tuple[str, ...] = ("good_ratelimited",), reasoning: Optional[str] = None,
-                 before_reply: Optional[Callable[[int], None]] = None):
+                 rate_limit_once: tuple[str, ...] = ("good_ratelimited",), reasoning: str | None = None,
+                 before_reply: Callable[[int], None] | None = None):
         self.replies, self.reject_response_format = replies, reject_response_format
         self.rate_limit_once, self.reasoning, self.before_reply = set(rate_limit_once), reasoning, before_reply
         self.requests: list[dict[str, Any]] = []  # {"headers": {lowercase name: value}, "body": {...}}
@@ -61,7 +62,7 @@ class ReplayServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> "ReplayServer":
+    def __enter__(self) -> ReplayServer:
         self.thread.start()
         return self
 

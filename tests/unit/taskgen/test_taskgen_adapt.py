@@ -19,7 +19,8 @@ def _rows(name: str) -> list[dict]:
 
 
 def _run(kind: str, out) -> dict:
-    assert main(["taskgen", "adapt", "--input", str(ADAPTERS / f"{kind}.jsonl"), "--kind", kind, "--out", str(out)]) == 0
+    args = ["taskgen", "adapt", "--input", str(ADAPTERS / f"{kind}.jsonl"), "--kind", kind, "--out", str(out)]
+    assert main(args) == 0
     return json.loads((out / "report.json").read_text())
 
 
@@ -33,7 +34,8 @@ def test_math(tmp_path):
         assert row["expected_answer"] not in instruction.replace(row["problem"], "")
         meta = tomllib.loads((task / "task.toml").read_text())["metadata"]
         assert meta["adapter"] == "math" and meta["id"] == row["id"] and meta["domain"] == "scientific-computing"
-        assert (task / "environment" / "Dockerfile").read_text() == "FROM nemo-terminal/scientific-computing:1\nWORKDIR /app\n"
+        dockerfile = (task / "environment" / "Dockerfile").read_text()
+        assert dockerfile == "FROM nemo-terminal/scientific-computing:1\nWORKDIR /app\n"
         test_sh = (task / "tests" / "test.sh").read_text()
         assert "echo 0 > /logs/verifier/reward.txt" in test_sh and not (task / "tests" / "test_outputs.py").exists()
         assert os.access(task / "tests" / "test.sh", os.X_OK)
@@ -56,7 +58,8 @@ def test_swe_embeds_the_repository_and_counts_escaping_paths(tmp_path):
         assert (task / "environment" / "files" / path).read_text() == content
     assert "COPY files/ /app/" in (task / "environment" / "Dockerfile").read_text()
     instruction = (task / "instruction.md").read_text()
-    assert instruction.startswith(row["problem_statement"]) and "`acme/tinyjson` is checked out at `/app`" in instruction
+    assert instruction.startswith(row["problem_statement"])
+    assert "`acme/tinyjson` is checked out at `/app`" in instruction
     assert tomllib.loads((task / "task.toml").read_text())["metadata"]["instance_id"] == "acme__tinyjson-42"
     assert not (tmp_path / "tasks" / "swe-000001").exists() and not list(tmp_path.rglob("profile.d"))
 

@@ -49,13 +49,15 @@ def test_records_in_terminal_corpus_schema(tmp_path):
     assert [t["role"] for t in turns] == ["user", "assistant"] * 3
     assert turns[0]["content"] == steps[0]["message"] and "Task Description:\nCount the lines" in turns[0]["content"]
     assert turns[1]["content"] == join_reasoning(steps[1]["reasoning_content"], steps[1]["message"])
-    assert turns[1]["content"].startswith("<think>\nThe log is in /app/data.") and '\n</think>\n\n{\n  "analysis"' in turns[1]["content"]
+    assert turns[1]["content"].startswith("<think>\nThe log is in /app/data.")
+    assert '\n</think>\n\n{\n  "analysis"' in turns[1]["content"]
     assert turns[2]["content"] == steps[1]["observation"]["results"][0]["content"]
     assert turns[-1]["content"].endswith('"task_complete": true\n}')  # the confirmation turn ends it
     assert (t1["episode"], t1["run_id"], t1["enable_thinking"], t1["reward"]) == ("episode-2", "harbor_job", True, 1.0)
     t2 = records[1]
     assert t2["conversations"][2]["content"].startswith("Previous response had parsing errors:")
-    assert (t2["episode"], t2["reward"], t2["exception"], t2["enable_thinking"]) == ("episode-1", 0.0, "AgentTimeoutError", False)
+    assert (t2["episode"], t2["reward"], t2["exception"], t2["enable_thinking"]) == (
+        "episode-1", 0.0, "AgentTimeoutError", False)
     # store_all_messages: the chat from result.json, reasoning from the trajectory
     assert records[2]["conversations"] == t1["conversations"]
 

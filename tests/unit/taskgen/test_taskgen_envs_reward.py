@@ -34,7 +34,8 @@ def test_build_commands(tmp_path, capsys):
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [
-        f"podman build -t nemo-terminal/{d}:1 -f {tmp_path}/{d}.Dockerfile --build-arg BASE_IMAGE=local/debian-tools:bookworm "
+        f"podman build -t nemo-terminal/{d}:1 -f {tmp_path}/{d}.Dockerfile "
+        "--build-arg BASE_IMAGE=local/debian-tools:bookworm "
         f"--build-arg APT_PACKAGES= --build-arg PIP_PACKAGES= {tmp_path}" for d in ("security", "debugging")]
 
 
@@ -42,10 +43,14 @@ SPEC = TaskSpec(
     instruction="Write the sum of the numbers in numbers.txt to sum.txt.", domain="data-processing",
     files=(TaskFile("numbers.txt", "1\n2\n3\n"),),
     tests=(  # hand-written here (not LLM output): they may run on the host
-        TaskTest("test_sum_exists", 1, "from pathlib import Path\n\n\ndef test_sum_exists():\n    assert Path('sum.txt').exists()\n"),
-        TaskTest("test_sum_value", 2, "from pathlib import Path\n\n\ndef test_sum_value():\n    assert Path('sum.txt').read_text().strip() == '6'\n"),
-        TaskTest("test_param", 3, "import pytest\n\n\n@pytest.mark.parametrize('n', [1, 2])\ndef test_param(n):\n    assert n == 1\n"),
-        TaskTest("test_fixture_error", 4, "import pytest\n\n\n@pytest.fixture\ndef broken():\n    raise RuntimeError\n\n\n"
+        TaskTest("test_sum_exists", 1, "from pathlib import Path\n\n\n"
+                                       "def test_sum_exists():\n    assert Path('sum.txt').exists()\n"),
+        TaskTest("test_sum_value", 2, "from pathlib import Path\n\n\n"
+                                      "def test_sum_value():\n    assert Path('sum.txt').read_text().strip() == '6'\n"),
+        TaskTest("test_param", 3, "import pytest\n\n\n@pytest.mark.parametrize('n', [1, 2])\n"
+                                  "def test_param(n):\n    assert n == 1\n"),
+        TaskTest("test_fixture_error", 4, "import pytest\n\n\n@pytest.fixture\n"
+                                          "def broken():\n    raise RuntimeError\n\n\n"
                                           "def test_fixture_error(broken):\n    pass\n"),
     ))
 
@@ -82,7 +87,8 @@ def test_agent_files_do_not_change_how_tests_run(tmp_path):
     """A conftest.py or pytest.ini the agent leaves in the working directory is not loaded."""
     cheat = ("import pytest\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n"
              "    outcome = yield\n    outcome.get_result().outcome = 'passed'\n")
-    assert _reward(tmp_path, {"sum.txt": "7\n", "conftest.py": cheat, "pytest.ini": "[pytest]\naddopts = -p no:python\n"}) == "0.1"
+    planted = {"sum.txt": "7\n", "conftest.py": cheat, "pytest.ini": "[pytest]\naddopts = -p no:python\n"}
+    assert _reward(tmp_path, planted) == "0.1"
 
 
 def test_weights_file_matches_tests(tmp_path):

@@ -54,7 +54,8 @@ def test_every_rejection_reason_is_exercised_and_counted(clean):
     run = json.loads((out / "run.json").read_text())
     # 21 attempts, + 1 for the 429, + 2 tries of the always-failing case (max_retries=1)
     assert run["requests_sent"] == len(CASES) + 2 and run["retries"] == 2 and run["failed"] == 1
-    assert run["cache_hits"] == 0 and (run["prompt_tokens"], run["completion_tokens"]) == (tokens["prompt"], tokens["completion"])
+    assert run["cache_hits"] == 0
+    assert (run["prompt_tokens"], run["completion_tokens"]) == (tokens["prompt"], tokens["completion"])
 
 
 def test_accepted_tasks_are_harbor_tasks(clean):
@@ -189,7 +190,8 @@ def test_skill_mode_is_deterministic_and_spreads_domains(tmp_path):
     a = plan_attempts("skill", 18, 3, None, "mixed")
     assert a == plan_attempts("skill", 18, 3, None, "mixed")
     assert a != plan_attempts("skill", 18, 4, None, "mixed")
-    assert Counter(x.domain for x in a) == Counter({d: 2 for d in {x.domain for x in a}}) and len({x.domain for x in a}) == 9
+    assert Counter(x.domain for x in a) == Counter({d: 2 for d in {x.domain for x in a}})
+    assert len({x.domain for x in a}) == 9
     assert all(3 <= len(x.skills) <= 5 and len(set(x.skills)) == len(x.skills) for x in a)
     assert {x.difficulty for x in a} <= {"easy", "medium", "hard"}
 
@@ -233,7 +235,8 @@ def test_bad_seed_file_is_one_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("status,message", [
     (401, "refused the API key (HTTP 401); set it in the environment variable TEACHER_KEY"),
-    (404, "model 'replay-teacher' or the chat completions route was not found (HTTP 404); check --llm-url (…/v1) and --model"),
+    (404, "model 'replay-teacher' or the chat completions route was not found (HTTP 404); "
+          "check --llm-url (…/v1) and --model"),
 ])
 def test_endpoint_misconfiguration_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys, status, message):
     monkeypatch.setenv("TEACHER_KEY", "sk-wrong-SECRET")

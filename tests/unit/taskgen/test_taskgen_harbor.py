@@ -41,7 +41,8 @@ def test_generated_and_adapted_tasks_pass_harbor_lint(harbor, tmp_path):
     broken = tmp_path / "broken"  # proves lint reads our files: an empty instruction is a finding
     shutil.copytree(tasks[0], broken)
     (broken / "instruction.md").write_text("\n")
-    proc = subprocess.run([str(harbor), "lint", "--json", *map(str, tasks), str(broken)], capture_output=True, text=True)
+    proc = subprocess.run([str(harbor), "lint", "--json", *map(str, tasks), str(broken)],
+                          capture_output=True, text=True)
     findings: dict[str, set[str]] = {}
     for f in json.loads(proc.stdout):
         task = next(str(t) for t in [*tasks, broken] if Path(f["path"]).is_relative_to(t))
@@ -65,8 +66,10 @@ def test_collect_fixture_is_what_harbor_writes(harbor, tmp_path):
         "n = 0\n"
         "for t in sorted(p for p in job.iterdir() if p.is_dir()):\n"
         "    TrialConfig.model_validate_json((t / 'config.json').read_text())\n"
-        "    if (t / 'result.json').exists(): TrialResult.model_validate_json((t / 'result.json').read_text()); n += 1\n"
-        "    if (t / 'agent/trajectory.json').exists(): Trajectory.model_validate_json((t / 'agent/trajectory.json').read_text())\n"
+        "    if (t / 'result.json').exists(): "
+        "TrialResult.model_validate_json((t / 'result.json').read_text()); n += 1\n"
+        "    if (t / 'agent/trajectory.json').exists(): "
+        "Trajectory.model_validate_json((t / 'agent/trajectory.json').read_text())\n"
         "print(n)\n"
     )
     proc = subprocess.run([str(python), "-c", check, str(HARBOR_JOB)], capture_output=True, text=True)

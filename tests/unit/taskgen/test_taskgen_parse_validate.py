@@ -169,7 +169,8 @@ def test_paper_filters_come_from_prepare(tmp_path):
     from nemo_terminal.taskgen.filters import TaskFilters
 
     bench = tmp_path / "bench.txt"
-    sentence = "configure the reverse proxy so that requests to the admin path are rejected with status four hundred three"
+    sentence = ("configure the reverse proxy so that requests to the admin path are rejected "
+                "with status four hundred three")
     bench.write_text(sentence + "\n")
     filters = TaskFilters(str(bench))
     assert filters._filter.__class__ is prepare_filters.RecordFilter

@@ -31,13 +31,15 @@ def short_records(n: int, seed: int) -> list[dict]:
     words = "ls cd cat grep echo make python pip git find sed awk tar curl chmod mkdir".split()
     records = []
     for i in range(n):
-        turns = [{"role": "user", "content": f"Task Description:\nrun {rng.choice(words)} {i}\nCurrent terminal state:\nroot@box:/app# "}]
+        task = f"Task Description:\nrun {rng.choice(words)} {i}\nCurrent terminal state:\nroot@box:/app# "
+        turns = [{"role": "user", "content": task}]
         for k in range(rng.randint(1, 3)):
             cmd = " ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))
             done = "true" if k == 2 else "false"
             turns.append({"role": "assistant", "content": (
                 f"<think>\nrun {cmd}\n</think>\n\n"
-                f'{{"analysis": "step {k}", "plan": "{cmd}", "commands": [{{"keystrokes": "{cmd}\\n", "duration": 0.1}}], "task_complete": {done}}}'
+                f'{{"analysis": "step {k}", "plan": "{cmd}", '
+                f'"commands": [{{"keystrokes": "{cmd}\\n", "duration": 0.1}}], "task_complete": {done}}}'
             )})
             turns.append({"role": "user", "content": f"New Terminal Output:\n{cmd}\nroot@box:/app# "})
         turns.pop()  # end on an assistant turn

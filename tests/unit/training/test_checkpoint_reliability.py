@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from _runs import base_overrides
+
 from nemo_terminal.checkpoint import integrity
 from nemo_terminal.errors import UserError
 

@@ -7,12 +7,11 @@ to bucketing; weights 1e-6)."""
 from __future__ import annotations
 
 import torch
+from _runs import RECIPE, base_overrides
 
 from nemo_terminal.testing import run_distributed
 from nemo_terminal.training.config import TrainConfig
 from nemo_terminal.training.performance import resolve
-
-from _runs import RECIPE, base_overrides
 
 
 def test_gpu_with_te_gets_everything():
@@ -67,7 +66,7 @@ def _settings_many(runs: dict[str, list[str]]) -> dict[str, dict]:
 
 def _same_losses(a: list, b: list) -> None:
     assert len(a) == len(b) == 4
-    for (la, na), (lb, nb) in zip(a, b):
+    for (la, na), (lb, nb) in zip(a, b, strict=False):
         assert na == nb and abs(la - lb) <= 1e-6 * abs(la), (a, b)
 
 

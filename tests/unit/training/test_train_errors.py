@@ -7,11 +7,11 @@ import shutil
 import subprocess
 import sys
 
+from _runs import RECIPE, base_overrides, setup_errors
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.testing import run_distributed
 from nemo_terminal.training.config import load_config
-
-from _runs import RECIPE, base_overrides, setup_errors
 
 
 def test_setup_errors(train_inputs, tmp_path):

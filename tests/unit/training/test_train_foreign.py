@@ -8,10 +8,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from _runs import base_overrides, train_many
 
 from nemo_terminal.testing import run_distributed
-
-from _runs import base_overrides, train_many
 
 pytestmark = pytest.mark.dist
 

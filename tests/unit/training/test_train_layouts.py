@@ -11,15 +11,14 @@ weight — moves the loss by orders of magnitude more.
 from __future__ import annotations
 
 import pytest
+from _runs import base_overrides, train_many
 
 from nemo_terminal.testing import run_distributed
-
-from _runs import base_overrides, train_many
 
 
 def _close(a: list[dict], b: list[dict], grad_rel: float) -> None:
     assert len(a) == len(b) == 4
-    for step, (x, y) in enumerate(zip(a, b), start=1):
+    for step, (x, y) in enumerate(zip(a, b, strict=False), start=1):
         assert x["loss_tokens"] == y["loss_tokens"], f"step {step}: different data {x} vs {y}"
         assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), f"step {step} loss: {x} vs {y}"
         assert abs(x["grad_norm"] - y["grad_norm"]) <= grad_rel * abs(x["grad_norm"]), f"step {step} grad: {x} vs {y}"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from nemo_terminal.testing import run_distributed
-
 from _runs import base_overrides, packed_vs_unpacked
+
+from nemo_terminal.testing import run_distributed
 
 
 def test_packed_loss_equals_unpacked_documents(train_inputs, tmp_path):

@@ -16,7 +16,8 @@ from _runs import base_overrides
 
 def _train_cmd(overrides: list[str]) -> list[str]:
     repo = Path(__file__).resolve().parents[3]
-    return [sys.executable, "-m", "nemo_terminal", "train", "--config", str(repo / "configs" / "tiny_cpu.yaml"), *overrides]
+    return [sys.executable, "-m", "nemo_terminal", "train", "--config", str(repo / "configs" / "tiny_cpu.yaml"),
+            *overrides]
 
 
 def _losses(run_dir: Path, key: str = "loss") -> dict[int, float]:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from nemo_terminal.data.loader.batches import build_micro_batch, packed_seq_params
-from nemo_terminal.runtime.context_parallel import zigzag_indices
 from nemo_terminal.data.store import Bin, PackedDataset, write_random_dataset
+from nemo_terminal.runtime.context_parallel import zigzag_indices
 
 
 def _bin(docs: list[tuple[list[int], list[int], int]]) -> Bin:

@@ -28,7 +28,9 @@ def test_config_from_omegaconf_and_validation(tmp_path):
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), yaml))
     assert isinstance(cfg, DataConfig) and cfg.datasets[1].fraction == 0.1 and cfg.seed == 5
     with pytest.raises(UserError, match="fraction"):
-        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), {"datasets": [{"path": "a", "fraction": 0}]}))
+        OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(DataConfig), {"datasets": [{"path": "a", "fraction": 0}]})
+        )
     with pytest.raises(UserError, match="give all or none"):
         DataConfig(datasets=[{"path": "a", "weight": 1.0}, {"path": "b"}])
     with pytest.raises(UserError, match="exactly one of samples or epochs"):
@@ -64,7 +66,7 @@ def test_validation_split_is_held_out_and_shared_across_dp(tmp_path):
     cfg = DataConfig(path=str(ds), val_fraction=0.25, num_workers=0)
     dm = _dm(cfg)
     assert dm.steps_per_epoch == 30 // 4
-    train = {tuple(b["tokens"][0].tolist()) for _, b in zip(range(30), dm.train_dataloader())}
+    train = {tuple(b["tokens"][0].tolist()) for _, b in zip(range(30), dm.train_dataloader(), strict=False)}
     val = [tuple(b["tokens"][0].tolist()) for b in dm.val_dataloader()]
     assert len(val) == 10 and len(train) == 30 and not train & set(val)
     shares = [[tuple(b["tokens"][0].tolist()) for b in _dm(cfg, dp_size=2, dp_rank=r, micro_batch_size=2,
@@ -77,7 +79,8 @@ def test_validation_split_is_held_out_and_shared_across_dp(tmp_path):
 def test_finite_curriculum_ends(tmp_path):
     a = write_random_dataset(tmp_path / "a", num_bins=10, seq_length=16)
     b = write_random_dataset(tmp_path / "b", num_bins=6, seq_length=16, seed=1)
-    cfg = DataConfig(stages=[{"datasets": [str(a)], "samples": 8}, {"datasets": [str(b)], "epochs": 1.5}], num_workers=0)
+    cfg = DataConfig(stages=[{"datasets": [str(a)], "samples": 8}, {"datasets": [str(b)], "epochs": 1.5}],
+                     num_workers=0)
     dm = _dm(cfg)
     assert dm.max_steps == dm.steps_per_epoch == 17 // 4
     batches = list(dm.train_dataloader())

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from nemo_terminal.runtime.context_parallel import zigzag_indices
 from nemo_terminal.data.loader.config import DataConfig
 from nemo_terminal.data.loader.module import TerminalDataModule
-from nemo_terminal.data.store import PackedDataset, write_random_dataset
+from nemo_terminal.data.store import write_random_dataset
 from nemo_terminal.errors import UserError
+from nemo_terminal.runtime.context_parallel import zigzag_indices
 from nemo_terminal.testing import run_distributed
 
 pytestmark = pytest.mark.dist
@@ -115,7 +115,7 @@ def test_cp_shares_reassemble_to_the_bin(tmp_path):
     ds = write_random_dataset(tmp_path / "ds", num_bins=16, seq_length=64, pad_multiple=4, max_doc=40)
     out = run_distributed(_cp_shares, cfg={"path": str(ds)})
     for rank in out:
-        for full, ref, i in zip(rank["rebuilt"], rank["ref"], range(4)):
+        for full, ref, i in zip(rank["rebuilt"], rank["ref"], range(4), strict=False):
             for key, t in full.items():
                 assert torch.equal(t, ref[key][0]), key
             for key in ("cu_seqlens", "cu_seqlens_padded"):
@@ -143,7 +143,7 @@ def _resume(cfg: dict) -> dict:
     resumed.setup()
     rest = _take(resumed, 9)
     same = all(all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in a)
-               for a, b in zip(full[5:], rest))
+               for a, b in zip(full[5:], rest, strict=False))
     # At a step boundary the state loads at another DP size and continues with the same global batches.
     boundary = _dm(cfg, **kw)
     _take(boundary, 6)
@@ -151,7 +151,9 @@ def _resume(cfg: dict) -> dict:
     single = _dm(cfg, gbs=8, mbs=4)
     single.load_state_dict(state)
     table = _bin_ids(single)
-    single_ids = [sorted(_ids(b, table, 32) + _ids(c, table, 32)) for b, c in zip(*[iter(_take(single, 4))] * 2)]
+    single_ids = [
+        sorted(_ids(b, table, 32) + _ids(c, table, 32)) for b, c in zip(*[iter(_take(single, 4))] * 2, strict=False)
+    ]
     dp_ids = _gather([_ids(b, table, 32) for b in full[6:10]])
     expect = [sorted(i for r in dp_ids for mb in r[2 * s:2 * s + 2] for i in mb) for s in range(2)]
     mid = _roundtrip(first.state_dict())

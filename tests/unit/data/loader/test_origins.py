@@ -15,7 +15,8 @@ BINS = {0: 30, 1: 60, 2: 10}  # natural shares 0.3 / 0.6 / 0.1
 
 def _write(path) -> PackedDataset:
     """Bins of three origins, interleaved as prepare writes them; each bin's first token = its origin."""
-    manifest = {"tokenizer_hash": "test-tokenizer", "seq_length": 16, "pad_multiple": 1, "pad_id": 0, "origins": ORIGINS}
+    manifest = {"tokenizer_hash": "test-tokenizer", "seq_length": 16, "pad_multiple": 1, "pad_id": 0,
+                "origins": ORIGINS}
     order = np.random.default_rng(0).permutation([o for o, n in BINS.items() for _ in range(n)])
     with PackedDatasetWriter(path, manifest) as w:
         for o in order:

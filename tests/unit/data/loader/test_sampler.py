@@ -32,7 +32,7 @@ def _plan(ids, sizes, weights=None, total=None):
 
 def test_natural_mix_visits_every_bin_once_per_epoch_with_fresh_shuffles():
     sched = Schedule([_plan([0, 1], [30, 10])], seed=1)
-    epochs = [list(zip(*sched.epoch(0, e))) for e in range(3)]
+    epochs = [list(zip(*sched.epoch(0, e), strict=False)) for e in range(3)]
     want = {(0, b) for b in range(30)} | {(1, b) for b in range(10)}
     assert all(sorted(e) == sorted(want) and len(e) == 40 for e in epochs)
     assert epochs[0] != epochs[1] != epochs[2]

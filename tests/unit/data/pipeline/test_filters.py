@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from nemo_terminal.data.pipeline.config import FilterConfig, PrepareConfig
 from nemo_terminal.data.pipeline.filters import RecordFilter, build_benchmark_index, ngram_hashes
 from nemo_terminal.data.pipeline.prepare import prepare_dataset
-from nemo_terminal.data.pipeline.config import FilterConfig, PrepareConfig
 from nemo_terminal.data.pipeline.synthetic import make_record
 
 BENCH_TASK = ("Configure the nginx server so that it serves the static files in /srv/www on port 8080 and "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nemo_terminal.data.pipeline.pack import WindowPacker, first_fit_decreasing, pad_document
 from nemo_terminal.data.pipeline.config import PrepareConfig
+from nemo_terminal.data.pipeline.pack import WindowPacker, first_fit_decreasing, pad_document
 from nemo_terminal.errors import UserError
 
 

@@ -10,10 +10,10 @@ import signal
 import numpy as np
 import pytest
 
-from nemo_terminal.data.pipeline.prepare import prepare_dataset
 from nemo_terminal.data.pipeline.config import PrepareConfig, load_prepare_config
-from nemo_terminal.data.store import PackedDataset
+from nemo_terminal.data.pipeline.prepare import prepare_dataset
 from nemo_terminal.data.pipeline.synthetic import write_jsonl, write_parquet
+from nemo_terminal.data.store import PackedDataset
 from nemo_terminal.errors import UserError
 
 SEQ = 1024
@@ -50,7 +50,7 @@ def test_bins_hold_every_kept_document_whole_and_padded(prepared):
         assert b.doc_lens_padded.sum() == len(b.tokens) <= SEQ
         assert (b.doc_lens_padded % 4 == 0).all() and (b.doc_lens_padded - b.doc_lens < 4).all()
         start = 0
-        for n, padded in zip(b.doc_lens, b.doc_lens_padded):
+        for n, padded in zip(b.doc_lens, b.doc_lens_padded, strict=False):
             doc, mask = b.tokens[start:start + padded], b.loss_mask[start:start + padded]
             assert doc[0] == 151644 and (doc[n:] == 151643).all() and mask[n:].sum() == 0
             start += padded

@@ -46,7 +46,7 @@ def docs_of(out: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     for b in range(len(ds)):
         bn = ds.bin(b)
         start = 0
-        for n, padded in zip(bn.doc_lens, bn.doc_lens_padded):
+        for n, padded in zip(bn.doc_lens, bn.doc_lens_padded, strict=False):
             result.append((np.asarray(bn.tokens[start:start + n]), np.asarray(bn.loss_mask[start:start + n])))
             start += padded
     return result
@@ -73,8 +73,10 @@ def test_messages_with_system_turn_keeps_every_record_rendered_as_qwen3(tmp_path
 
 def test_sharegpt_json_array_with_bom_keeps_every_record(tmp_path, tokenizer_dir):
     role = {"system": "system", "user": "human", "assistant": "gpt"}
-    records = [{"conversations": [{"from": role[t["role"]], "value": t["content"]} for t in turns(i, system=i % 2 == 0)]}
-               for i in range(3)]
+    records = [
+        {"conversations": [{"from": role[t["role"]], "value": t["content"]} for t in turns(i, system=i % 2 == 0)]}
+        for i in range(3)
+    ]
     src = tmp_path / "sharegpt.json"
     src.write_bytes(codecs.BOM_UTF8 + json.dumps(records, indent=2).encode())  # 30+ lines, 3 records
     rep = prepare_dataset([str(src)], tokenizer_dir, tmp_path / "ds", cfg())
@@ -142,7 +144,8 @@ def test_dataset_dict_split_is_chosen(tmp_path, tokenizer_dir):
 def test_each_origin_is_packed_into_its_own_bins(tmp_path, tokenizer_dir):
     root = tmp_path / "Terminal-Corpus"
     code = write_parquet(root / "dataset_adapters" / "code.parquet", 12, seed=0, source="leetcode")
-    net = write_parquet(root / "synthetic_tasks" / "skill_based" / "medium" / "net" / "data_filtered.parquet", 10, seed=1)
+    net = write_parquet(root / "synthetic_tasks" / "skill_based" / "medium" / "net" / "data_filtered.parquet", 10,
+                        seed=1)
     rep = prepare_dataset([str(root)], tokenizer_dir, tmp_path / "all", cfg(seq_length=2048))
     ds = PackedDataset(tmp_path / "all")
     assert ds.origins == ["dataset_adapters/code", "skill_based_medium/net"]

@@ -52,7 +52,7 @@ def test_strip_history_writes_one_document_per_turn_and_reports_the_multiplier(c
     for i in range(len(ds)):
         b = ds.bin(i)
         start = 0
-        for n, padded in zip(b.doc_lens, b.doc_lens_padded):
+        for n, padded in zip(b.doc_lens, b.doc_lens_padded, strict=False):
             mask = np.asarray(b.loss_mask[start:start + n], dtype=np.int8)
             assert np.count_nonzero(np.diff(np.concatenate([[0], mask, [0]]))) == 2 and mask[-2] == 1
             assert b.tokens[start + n - 2] == 151645

@@ -30,7 +30,8 @@ def test_corpus_layout_directory_expands_to_every_config(tmp_path):
     rows = [r for f in files for r in iter_rows(f)]
     assert len(rows) == 12 and all(r[0]["role"] == "user" for r in rows)
     schema = pq.read_schema(root / "dataset_adapters/code.parquet")
-    assert {"conversations", "agent", "model", "episode", "trial_name", "enable_thinking", "source"} <= set(schema.names)
+    columns = {"conversations", "agent", "model", "episode", "trial_name", "enable_thinking", "source"}
+    assert columns <= set(schema.names)
 
 
 def test_synthetic_rows_follow_terminal_corpus_format():
@@ -64,7 +65,8 @@ def test_jsonl_bad_lines_become_counted_bad_rows(tmp_path):
 def test_parquet_invalid_utf8_row_is_isolated(tmp_path):
     data = [b"hello", b"bad\xff", b"ok"]
     offsets = np.cumsum([0] + [len(x) for x in data]).astype(np.int32)
-    content = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(data))])
+    content = pa.Array.from_buffers(pa.string(), 3,
+                                    [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(data))])
     turns = pa.StructArray.from_arrays([pa.array(["user", "assistant", "user"]), content], ["role", "content"])
     pq.write_table(pa.table({"conversations": pa.ListArray.from_arrays(pa.array([0, 2, 3], pa.int32()), turns)}),
                    tmp_path / "bad.parquet")
@@ -176,7 +178,8 @@ def test_origins_come_from_the_corpus_layout_not_the_source_column(tmp_path):
 
     root = tmp_path / "Terminal-Corpus"
     write_parquet(root / "dataset_adapters" / "code.parquet", 2, seed=0, source="leetcode")
-    write_parquet(root / "synthetic_tasks" / "skill_based" / "medium" / "networking" / "data_filtered.parquet", 2, seed=1)
+    write_parquet(root / "synthetic_tasks" / "skill_based" / "medium" / "networking" / "data_filtered.parquet", 2,
+                  seed=1)
     origins = sorted(f.origin for f in resolve_inputs([str(root)]))
     assert origins == ["dataset_adapters/code", "skill_based_medium/networking"]
     assert origin_of("/x/shards/part-0001.jsonl", "/x/shards") == "shards"  # a directory's shards stay together
