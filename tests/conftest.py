@@ -18,6 +18,19 @@ TINY_SHAPES = {
 }
 
 
+_RENDEZVOUS_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_rendezvous(monkeypatch):
+    """A test that brings up a one-process world in this process sets RANK/MASTER_PORT in
+    os.environ (and keeps the port listening); CLI subprocesses of later tests must not inherit
+    them, or their own rendezvous fails with EADDRINUSE."""
+    for name in _RENDEZVOUS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

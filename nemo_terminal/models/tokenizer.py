@@ -226,7 +226,8 @@ def check_tokenizer_dir(path: str | Path) -> Path:
     """Raise a UserError naming the directory unless it holds a tokenizer."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"tokenizer directory {path} does not exist (a local path; nothing is downloaded)")
+        raise UserError(f"tokenizer directory {path} does not exist (a local directory holding tokenizer.json; "
+                        "nothing is downloaded)")
     if not path.is_dir():
         raise UserError(f"tokenizer directory {path} is a file; give the directory that holds tokenizer.json")
     missing = [f for f in ("tokenizer.json", "tokenizer_config.json") if not (path / f).is_file()]
