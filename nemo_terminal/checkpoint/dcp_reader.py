@@ -217,7 +217,7 @@ class CheckpointReader:
                 tensor = torch.load(_FileSlice(f, info.offset, info.length), map_location="cpu", weights_only=True)
         except Exception as err:
             raise UserError(f"{path}: cannot read tensor {key} at {list(offsets)} (truncated or corrupt?): "
-                            f"{err}") from None
+                            f"{err}") from err
         if not isinstance(tensor, torch.Tensor) or tensor.numel() != math.prod(sizes):
             got = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise UserError(f"{path}: chunk of {key} at {list(offsets)} is {got}, .metadata says {list(sizes)}")

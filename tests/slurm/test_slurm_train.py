@@ -4,7 +4,9 @@ The test configures a one-node cluster in its own temp dir (auth/none, proctrack
 task/none), builds the training inputs with the CLI (tiny Qwen3, import, prepare), submits the
 real batch script at 2 tasks (srun launcher, gloo), and checks the checkpoints it writes. A second
 test sends the batch shell the time-limit signal and checks that the job requeues itself and
-resumes from run_dir/latest. Needs root and Debian's slurmctld/slurmd (tools/ci_system_deps.sh
+resumes from run_dir/latest. A third submits slurm/eval.sbatch (no GPU: a stand-in `vllm` first
+on the job's PATH, a stand-in `harbor` as HARBOR) and checks it serves, runs Harbor and stops the
+server. Needs root and Debian's slurmctld/slurmd (tools/ci_system_deps.sh
 installs them); skipped otherwise, and failed in CI. Slow (minutes on 2 cores): `-m "not slow"` skips it.
 """
 
@@ -22,11 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from nemo_terminal.models.chat_template import chat_template, write_chat_template
 from nemo_terminal.testing import find_tool, require
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "nemo_terminal" / "resources" / "sample_trajectories.jsonl"
+STANDINS = REPO / "tests" / "fixtures" / "standins"  # stand-in vllm and harbor (see their docstrings)
+EVAL_JOB = REPO / "tests" / "fixtures" / "harbor_eval_job" / "tb2-qwen3-8b"
 
 
 def _missing() -> str | None:
@@ -217,3 +222,72 @@ def test_time_limit_signal_requeues_and_resumes(cluster, inputs, tmp_path):
     assert re.search(r"resumed from \S+iter_\d+ at step [1-7]\b", text), text[-4000:]
     assert (run_dir / "latest").read_text().strip() == "iter_0000008"
     assert _metrics(run_dir)[-1]["step"] == 8
+
+
+def _eval_export(root: Path) -> Path:
+    """What `export` leaves that eval.sbatch reads: config.json (the model shape sets the TP size)
+    and the chat template in tokenizer_config.json and chat_template.jinja. No weights: the
+    stand-in vLLM loads nothing."""
+    d = root / "qwen3_8b_terminal"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"model_type": "qwen3", "num_hidden_layers": 36, "hidden_size": 4096}))
+    (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "Qwen2Tokenizer"}))
+    write_chat_template(d, chat_template("keep"))
+    return d
+
+
+def _gone(pid: int) -> bool:
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_eval_sbatch_serves_runs_harbor_and_stops_the_server(cluster, tmp_path):
+    """slurm/eval.sbatch as a Slurm batch job, up to and past the point where vLLM starts.
+
+    The node has no GPU, so `vllm` on the job's PATH is a STAND-IN (tests/fixtures/standins/vllm:
+    records its argv and pid, serves /health), and HARBOR points at the stand-in `harbor` (records
+    its argv, copies a finished Harbor job fixture into place). The #SBATCH GPU and CPU requests
+    are overridden on the sbatch command line, as the train tests override theirs.
+    """
+    export, bin_dir = _eval_export(tmp_path), tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("vllm", "harbor"):
+        (bin_dir / name).symlink_to(STANDINS / name)
+    env = {k: v for k, v in cluster.env.items() if k not in ("VLLM", "HARBOR", "NEMO_TERMINAL_HARBOR")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", CONTAINER_IMAGE="none", PYTHON=sys.executable,
+               HF_DIR=str(export), JOBS_DIR=str(tmp_path / "jobs"), SERVED_NAME="tb2-model", ATTEMPTS="2",
+               CONCURRENCY="1", HARBOR=str(bin_dir / "harbor"), STANDIN_DIR=str(tmp_path), STANDIN_JOB=str(EVAL_JOB))
+    log = tmp_path / "eval-%j.out"
+    port = str(_free_port())
+    cmd = ["sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=1", "--time=10", f"--output={log}",
+           str(REPO / "slurm" / "eval.sbatch"), "--port", port, "--health-timeout", "60", "--job-name", "tb2"]
+    job_id = cluster.run(cmd, env=env, cwd=REPO).stdout.strip().split(";")[0]
+    info = cluster.wait(job_id, _finished, timeout=180)
+    text = Path(str(log).replace("%j", job_id)).read_text()
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text[-4000:]
+    assert f"nemo-terminal eval: job {job_id} on" in text  # the batch step, under Slurm
+
+    served = json.loads((tmp_path / "vllm.json").read_text())
+    argv = served["argv"]
+    flag = dict(zip(argv, argv[1:], strict=False)).get  # the value after each flag
+    assert argv[:2] == ["serve", str(export)]
+    assert (flag("--max-model-len"), flag("--reasoning-parser"), flag("--served-model-name"), flag("--port"),
+            flag("--tensor-parallel-size"), flag("--chat-template")) == \
+        ("40960", "qwen3", "tb2-model", port, "1", str(export / "chat_template.jinja"))
+    assert "vllm serve is healthy" in text, text[-4000:]
+
+    harbor = json.loads((tmp_path / "harbor.json").read_text())
+    assert harbor[0] == "run" and harbor[harbor.index("--model") + 1] == "hosted_vllm/tb2-model"
+    assert harbor[harbor.index("--n-attempts") + 1] == "2" and harbor[harbor.index("--job-name") + 1] == "tb2"
+    assert f"api_base=http://127.0.0.1:{port}/v1" in harbor and "interleaved_thinking=true" in harbor
+    assert "accuracy 33.3% ± 19.2" in text  # the report of the job Harbor "wrote"
+    assert (tmp_path / "jobs" / "tb2" / "eval_report.json").is_file()
+
+    # Stopped by `eval run` itself (its log line), not left to Slurm's end-of-job cleanup.
+    assert f"stopping vllm serve (pid {served['pid']})" in text, text[-4000:]
+    assert _gone(served["pid"])

@@ -243,7 +243,7 @@ def _iter_hub(name: str, require_success: bool = False) -> Iterator[Row]:
             f"--input {name}: could not load the dataset from the Hugging Face hub "
             f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); "
             "download its parquet files and pass their paths or directory instead"
-        ) from None
+        ) from err
 
 
 def iter_rows(inp: InputFile, require_success: bool = False) -> Iterator[Row]:
