@@ -13,6 +13,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -182,3 +183,15 @@ class ScriptedChatServer:
     def __exit__(self, *exc: Any) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def process_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether `pid` has exited within `timeout` seconds (for tests that check nothing is left running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from nemo_terminal.models.chat_template import chat_template
+from nemo_terminal.testing import process_gone
 
 REPO = Path(__file__).resolve().parents[2]
 STANDINS = REPO / "tests" / "fixtures" / "standins"
@@ -61,15 +62,6 @@ def test_dry_run_prints_the_final_commands(tmp_path):
     assert not (tmp_path / "vllm.json").exists()  # nothing ran
 
 
-def _gone(pid: int) -> bool:
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
 
 def test_whole_run_serves_harbor_reports_and_stops_the_server(tmp_path):
     proc = _sbatch(_env(tmp_path, HF_DIR=str(_export(tmp_path, "keep"))), "--job-name", "tb2")
@@ -77,7 +69,7 @@ def test_whole_run_serves_harbor_reports_and_stops_the_server(tmp_path):
     assert proc.returncode == 0, out
     assert "accuracy 33.3% ± 19.2" in out
     assert "interleaved_thinking=true" in json.loads((tmp_path / "harbor.json").read_text())
-    assert _gone(json.loads((tmp_path / "vllm.json").read_text())["pid"])
+    assert process_gone(json.loads((tmp_path / "vllm.json").read_text())["pid"])
     assert (tmp_path / "jobs" / "tb2" / "accuracy_by_category.png").is_file()
 
 
@@ -92,4 +84,4 @@ def test_sigterm_to_the_batch_shell_stops_the_server(tmp_path):
     proc.send_signal(signal.SIGTERM)  # to the batch shell only, as `--signal=B:TERM` sends it
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
-    assert _gone(json.loads((tmp_path / "vllm.json").read_text())["pid"])
+    assert process_gone(json.loads((tmp_path / "vllm.json").read_text())["pid"])

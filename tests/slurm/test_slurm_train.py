@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from nemo_terminal.models.chat_template import chat_template, write_chat_template
-from nemo_terminal.testing import find_tool, require
+from nemo_terminal.testing import find_tool, process_gone, require
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 REPO = Path(__file__).resolve().parents[2]
@@ -236,15 +236,6 @@ def _eval_export(root: Path) -> Path:
     return d
 
 
-def _gone(pid: int) -> bool:
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
 
 def test_eval_sbatch_serves_runs_harbor_and_stops_the_server(cluster, tmp_path):
     """slurm/eval.sbatch as a Slurm batch job, up to and past the point where vLLM starts.
@@ -290,4 +281,4 @@ def test_eval_sbatch_serves_runs_harbor_and_stops_the_server(cluster, tmp_path):
 
     # Stopped by `eval run` itself (its log line), not left to Slurm's end-of-job cleanup.
     assert f"stopping vllm serve (pid {served['pid']})" in text, text[-4000:]
-    assert _gone(served["pid"])
+    assert process_gone(served["pid"])

@@ -9,10 +9,8 @@ test is our orchestration: flags, health wait, report, and that the server is go
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from nemo_terminal.evaluation.plan import EvalSettings
 from nemo_terminal.evaluation.run import dry_run_text, run_eval
 from nemo_terminal.evaluation.server import Interrupted
 from nemo_terminal.models.chat_template import chat_template, published_qwen3_template
+from nemo_terminal.testing import process_gone
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 STANDINS = FIXTURES / "standins"  # stand-in vllm and harbor executables (see their docstrings)
@@ -107,15 +106,6 @@ def standins(tmp_path, monkeypatch):
                         port=port, vllm=str(STANDINS / "vllm"), harbor=str(STANDINS / "harbor"), health_timeout_s=30)
 
 
-def _gone(pid: int) -> bool:
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
 
 @pytest.mark.parametrize("harbor_rc", [0, 3])
 def test_server_serves_harbor_then_is_stopped_and_the_job_reported(standins, tmp_path, monkeypatch, capsys, harbor_rc):
@@ -125,7 +115,7 @@ def test_server_serves_harbor_then_is_stopped_and_the_job_reported(standins, tmp
     harbor = json.loads((tmp_path / "harbor.json").read_text())
     assert vllm["argv"][:2] == ["serve", standins.hf_dir] and "--reasoning-parser" in vllm["argv"]
     assert _kwargs(harbor)["api_base"] == f"http://127.0.0.1:{standins.port}/v1"
-    assert _gone(vllm["pid"])
+    assert process_gone(vllm["pid"])
     assert "accuracy 33.3% ± 19.2" in capsys.readouterr().out
     assert (tmp_path / "jobs" / "j" / "eval_report.json").is_file()
 
@@ -141,4 +131,4 @@ def test_sigterm_during_the_job_stops_the_server(standins, tmp_path, monkeypatch
     monkeypatch.setenv("STANDIN_HARBOR_SIGTERM", "1")
     with pytest.raises(Interrupted, match="SIGTERM"):
         run_eval(standins)
-    assert _gone(json.loads((tmp_path / "vllm.json").read_text())["pid"])
+    assert process_gone(json.loads((tmp_path / "vllm.json").read_text())["pid"])
