@@ -53,14 +53,20 @@ def init_distributed(timeout_minutes: int = 30) -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     _env_from_slurm()
+    own_world: dict[str, str] = {}
     if "RANK" not in os.environ:  # a plain `python` process: a world of one
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        own_world = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_PORT=str(free_port()))
+        own_world = {k: v for k, v in own_world.items() if k not in os.environ}
+        own_world.setdefault("MASTER_ADDR", os.environ.get("MASTER_ADDR", "127.0.0.1"))
+        os.environ.update(own_world)
     device = select_device(int(os.environ.get("LOCAL_RANK", "0")))
     if os.environ.get("RANK") == "0":
         container_check.warn_if_torch_replaced()
     dist.init_process_group(backend=device.backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    # A world of one made here is not advertised to child processes: a CLI run from this process
+    # would otherwise join it as "rank 0" and fail to listen on the port this one holds.
+    for name in own_world:
+        os.environ.pop(name, None)
     return dist.get_rank(), dist.get_world_size()
 
 

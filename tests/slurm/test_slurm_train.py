@@ -108,6 +108,15 @@ class Cluster:
         raise AssertionError(f"job {job_id} timed out in state {self.job(job_id).get('JobState')}")
 
 
+def _wait_node_idle(cluster: Cluster, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cluster.run(["sinfo", "-h", "-o", "%t"], check=False).stdout.strip() == "idle":
+            return
+        time.sleep(1)
+    raise AssertionError("the node did not return to idle after the requeue")
+
+
 def _slurm_conf(root: Path, cpus: int) -> str:
     return f"""ClusterName=nemoterminaltest
 SlurmctldHost=localhost(127.0.0.1)
@@ -212,7 +221,10 @@ def test_time_limit_signal_requeues_and_resumes(cluster, inputs, tmp_path):
     # What --signal=B:USR1@600 does near the time limit, sent now.
     cluster.run(["scancel", "--batch", "--signal=USR1", job_id])
     cluster.wait(job_id, lambda i: i.get("Restarts") == "1" and i.get("JobState") == "PENDING", timeout=120)
-    cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])  # skip Slurm's requeue delay
+    # Skip Slurm's requeue delay, but only once the node has cleaned up the first run: a restart
+    # before that is refused by slurmd ("Job credential revoked") and the job ends FAILED.
+    _wait_node_idle(cluster)
+    cluster.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     info = cluster.wait(job_id, _finished)
     text = log.read_text()  # --open-mode=append keeps both runs
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", text[-4000:]
