@@ -112,6 +112,7 @@ def _wait_node_idle(cluster: Cluster, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cluster.run(["sinfo", "-h", "-o", "%t"], check=False).stdout.strip() == "idle":
+            time.sleep(2)  # slurmd compares credential times in whole seconds with the revocation
             return
         time.sleep(1)
     raise AssertionError("the node did not return to idle after the requeue")
