@@ -15,8 +15,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 
 def summary(xs: list[float]) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def summary(xs: list[float]) -> dict[str, Any]:
 
 
 def time_interleaved(subjects: dict[str, Callable[[], Any]], reps: int, warmup: int = 0,
-                     sync: Optional[Callable[[], None]] = None) -> dict[str, list[float]]:
+                     sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Seconds per call of each subject, `reps` times after `warmup` untimed rounds.
 
     Subjects run in turn within a round; the order is reversed every other round. `sync` (e.g.
@@ -52,7 +53,7 @@ def ratio(num: list[float], den: list[float]) -> dict[str, Any]:
     """median(num)/median(den), plus the range of per-repetition ratios when reps pair up."""
     out: dict[str, Any] = {"of_medians": statistics.median(num) / statistics.median(den)}
     if len(num) == len(den):
-        per_rep = [a / b for a, b in zip(num, den)]
+        per_rep = [a / b for a, b in zip(num, den, strict=True)]
         out.update(min=min(per_rep), max=max(per_rep))
     return out
 
@@ -67,7 +68,7 @@ def fmt(s: dict[str, Any], unit: str = "s", scale: float = 1.0) -> str:
     return f"median {num(s['median'] * scale)} {unit} (min {num(s['min'] * scale)} – max {num(s['max'] * scale)})"
 
 
-def fmt_ratio(r: dict[str, Any], target: Optional[str] = None) -> str:
+def fmt_ratio(r: dict[str, Any], target: str | None = None) -> str:
     text = f"{r['of_medians']:.3f}"
     if "min" in r:
         text += f" (per-rep {r['min']:.3f} – {r['max']:.3f})"
@@ -101,7 +102,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def write_result(path: Optional[str | Path], subject: str, result: dict[str, Any]) -> Optional[Path]:
+def write_result(path: str | Path | None, subject: str, result: dict[str, Any]) -> Path | None:
     """One JSON file per run: the subject, the machine, a timestamp, then the subject's figures."""
     if not path:
         return None

@@ -3,10 +3,11 @@
     python tools/bench_convert.py --layers 2 --reps 3 --work /tmp/bench --out results.json
 
 Times are compared with a plain `shutil.copyfile` (an in-kernel copy) of the same safetensors
-bytes in the same run, made by a child process started like the conversion's. Before each timed side the previous outputs are removed, every dirty page
-is written back (`sync`), and the source files' page cache is put in the same state for both:
-`warm` reads them, `cold` evicts them (posix_fadvise DONTNEED on those files only). Copy and
-import alternate, the order flipped every repetition. Each conversion runs in a child process
+bytes in the same run, made by a child process started like the conversion's. Before each
+timed side the previous outputs are removed, every dirty page is written back (`sync`), and
+the source files' page cache is put in the same state for both: `warm` reads them, `cold`
+evicts them (posix_fadvise DONTNEED on those files only). Copy and import alternate, the order
+flipped every repetition. Each conversion runs in a child process
 that reports the time spent converting (Python start-up and imports excluded), its CPU seconds,
 the part of it spent on content hashes (checkpoint/integrity.py; the import target excludes
 it), and its own peak RSS (VmHWM); a child that only imports the same modules gives the Python
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common  # noqa: E402
@@ -32,6 +32,7 @@ import _bench_common as common  # noqa: E402
 CHILD = r"""
 import json, resource, sys, time
 import torch, megatron.core, transformers, safetensors  # the baseline pays these imports too
+import megatron.core.dist_checkpointing.serialization, torch.distributed.checkpoint, tqdm  # import_hf's own
 from nemo_terminal.convert import importer
 from nemo_terminal.convert.exporter import export_hf
 mode, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -102,7 +103,6 @@ def write_synthetic(root: Path, layers: int) -> list[Path]:
 def _hash_seconds(meg: Path) -> float:
     """Hashing every file of the imported checkpoint once (what save records and a load checks)."""
     from nemo_terminal.checkpoint import integrity
-
     from nemo_terminal.checkpoint.directory import resolve_checkpoint
 
     it = resolve_checkpoint(meg)
@@ -153,19 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def prepare_source(work: Path, hf: Path, layers: int, outputs: tuple[Path, ...]) -> None:
+    """The synthetic HF checkpoint; a complete one from an earlier run with as many layers is reused."""
+    made = hf / f".bench_{layers}_layers"
+    for path in outputs if made.is_file() else (work,):
+        shutil.rmtree(path, ignore_errors=True)
+    if not made.is_file():  # written by a child, so this process stays small
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                        f"import bench_convert as b; from pathlib import Path; b.write_synthetic(Path({str(hf)!r}), "
+                        f"{layers})"], check=True)
+        made.touch()
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     work = Path(args.work)
     hf, meg, back, copy_dir = work / "hf", work / "meg", work / "hf_back", work / "copy"
-    made = hf / f".bench_{args.layers}_layers"  # a complete synthetic source from an earlier run is reused
-    for path in (meg, back, copy_dir) if made.is_file() else (work,):
-        shutil.rmtree(path, ignore_errors=True)
-    # Written by a child, so this process stays small.
-    if not made.is_file():
-        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                        f"import bench_convert as b; from pathlib import Path; b.write_synthetic(Path({str(hf)!r}), "
-                        f"{args.layers})"], check=True)
-        made.touch()
+    prepare_source(work, hf, args.layers, (meg, back, copy_dir))
     files = sorted(hf.glob("model-*.safetensors"))
     total = sum(f.stat().st_size for f in files)
     largest = max(f.stat().st_size for f in files)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import struct
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -53,7 +53,7 @@ class HFCheckpoint:
     layout: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     @classmethod
-    def scan(cls, root: str | Path) -> "HFCheckpoint":
+    def scan(cls, root: str | Path) -> HFCheckpoint:
         """Read every shard's header (not its data); errors name the file."""
         from safetensors import safe_open
 
@@ -101,10 +101,10 @@ class HFCheckpoint:
         code, start, nbytes = self.layout[name]
         if code != _ST_CODES.get(dtype) or sys.byteorder != "little":
             return None
-        shape = self.shapes[name]
-        row = nbytes // shape[0] if shape and shape[0] else 0
+        n_rows = self.shapes[name][0] if self.shapes[name] else 1
+        row = nbytes // n_rows if n_rows else 0
         r0, r1 = rows
-        assert 0 <= r0 <= r1 <= (shape[0] if shape else 1) and row * (shape[0] if shape else 1) == nbytes, (name, rows)
+        assert 0 <= r0 <= r1 <= n_rows and row * n_rows == nbytes, (name, rows, n_rows, nbytes)
         return ByteRange(self.root / self.files[name], start + r0 * row, (r1 - r0) * row)
 
     def read(self, names: Sequence[str]) -> list[torch.Tensor]:

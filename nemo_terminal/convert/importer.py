@@ -24,12 +24,19 @@ import torch
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import megatron_lm
 from nemo_terminal.checkpoint.dcp_reader import ByteRange
-from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
 from nemo_terminal.checkpoint.integrity import record_hashes
+from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
 from nemo_terminal.convert.dcp_copy_writer import ChunkFills, copy_planner, copy_save, copy_writer
 from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
-from nemo_terminal.convert.mapping import (Pair, check_coverage, check_tied_copies, expand, hf_to_megatron,
-                                          megatron_shape, tied_copies)
+from nemo_terminal.convert.mapping import (
+    Pair,
+    check_coverage,
+    check_tied_copies,
+    expand,
+    hf_to_megatron,
+    megatron_shape,
+    tied_copies,
+)
 from nemo_terminal.models.qwen3 import Qwen3Config
 from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir, staged_output
 
@@ -70,7 +77,7 @@ class _GroupSource:
                 self.progress.update(1)
             return ranges
         full = self.full(fqn, layer)
-        index = tuple(slice(o, o + s) for o, s in zip(offsets[n:], sizes[n:]))
+        index = tuple(slice(o, o + s) for o, s in zip(offsets[n:], sizes[n:], strict=True))
         part = full[index]
         return part.reshape(sizes) if part.is_contiguous() else part.contiguous().reshape(sizes)
 
@@ -124,7 +131,8 @@ def _hf_row_runs(pair: Pair, shapes: list[tuple[int, ...]], cfg: Qwen3Config) ->
             for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
-def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint, meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
+def check_hf_dir(hf_dir: Path, cfg: Qwen3Config, hf: HFCheckpoint,
+                 meg_keys: list[tuple[str, int | None]]) -> list[Pair]:
     """Coverage and shape checks before anything is written."""
 
     pairs = expand(cfg)
