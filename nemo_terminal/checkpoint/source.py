@@ -128,6 +128,18 @@ def _refuse_unless(source: str, checks: dict[str, tuple[Any, Any]]) -> None:
             raise UserError(f"{source}: {name}={value!r} is not a dense Qwen3 ({name}={want!r} expected)")
 
 
+def _rope_scaling(fields: dict[str, Any], source: str, prefix: str) -> dict[str, Any] | None:
+    """Megatron's rope settings (the same names in saved args and in Bridge's model section) -> HF
+    `rope_scaling`; `prefix` is how the error names the field."""
+    kind = fields.get("position_embedding_type", "rope")
+    if kind == "rope":
+        return None
+    if kind != "yarn":
+        raise UserError(f"{source}: {prefix}position_embedding_type={kind!r} is not supported (rope or yarn)")
+    return {"rope_type": "yarn", "factor": float(fields["yarn_rotary_scaling_factor"]),
+            "original_max_position_embeddings": int(fields["yarn_original_max_position_embeddings"])}
+
+
 def config_from_args(args: argparse.Namespace, source: str) -> Qwen3Config:
     """Megatron-LM's saved args -> Qwen3Config; anything that is not Qwen3 is refused, naming the arg."""
     a = vars(args)
@@ -139,13 +151,7 @@ def config_from_args(args: argparse.Namespace, source: str) -> Qwen3Config:
         "apply_layernorm_1p": (a.get("apply_layernorm_1p"), False),
         "multi_latent_attention": (a.get("multi_latent_attention"), False),
     })
-    kind = a.get("position_embedding_type", "rope")
-    scaling = None
-    if kind == "yarn":
-        scaling = {"rope_type": "yarn", "factor": float(a["yarn_rotary_scaling_factor"]),
-                   "original_max_position_embeddings": int(a["yarn_original_max_position_embeddings"])}
-    elif kind != "rope":
-        raise UserError(f"{source}: position_embedding_type={kind!r} is not supported (rope or yarn)")
+    scaling = _rope_scaling(a, source, "")
     heads = int(a["num_attention_heads"])
     return Qwen3Config(
         num_hidden_layers=int(a["num_layers"]), hidden_size=int(a["hidden_size"]), num_attention_heads=heads,
@@ -176,13 +182,7 @@ def config_from_run_config(run_cfg: dict[str, Any], source: str) -> Qwen3Config:
         "model.activation_func": (act, "torch.nn.functional.silu"),
         "model.multi_latent_attention": (m.get("multi_latent_attention"), False),
     })
-    kind = m.get("position_embedding_type", "rope")
-    scaling = None
-    if kind == "yarn":
-        scaling = {"rope_type": "yarn", "factor": float(m["yarn_rotary_scaling_factor"]),
-                   "original_max_position_embeddings": int(m["yarn_original_max_position_embeddings"])}
-    elif kind != "rope":
-        raise UserError(f"{source}: model.position_embedding_type={kind!r} is not supported (rope or yarn)")
+    scaling = _rope_scaling(m, source, "model.")
     missing = [k for k in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size") if m.get(k) is None]
     if missing:
         raise UserError(f"{source}: model section lacks {missing}")
