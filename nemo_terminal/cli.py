@@ -12,8 +12,10 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from nemo_terminal.errors import UserError
+from nemo_terminal.runtime.launch import launch_rank
 
 # name -> (module, one-line help). The one registry of subcommands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -71,10 +73,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quiet_dependencies() -> None:
     """Our INFO lines stay readable: megatron's config dumps and CPU-only warnings are muted."""
-    import warnings
-
-    from nemo_terminal.runtime.launch import launch_rank
-
     rank0 = launch_rank() == 0
     logging.basicConfig(level=logging.INFO if rank0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

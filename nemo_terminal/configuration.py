@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from nemo_terminal.errors import UserError
 
 T = TypeVar("T")
@@ -22,9 +25,6 @@ def load_structured(schema: type[T], path: str | Path | None = None, overrides: 
     errors (unknown key, wrong type, missing `???`) become one-line UserErrors
     naming the key.
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         merged = OmegaConf.structured(schema)
         if path:

@@ -8,16 +8,23 @@ in CI (env CI set), so a broken install step can never turn into a green run.
 
 from __future__ import annotations
 
+import http.server
+import json
 import multiprocessing as mp
 import os
 import pickle
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from nemo_terminal.runtime.distributed import destroy, free_port, init_distributed
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, kwargs: dict, out: str) -> None:
@@ -25,13 +32,10 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, kwargs: dict, o
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
     )
-    import torch
 
     torch.set_num_threads(1)
     result: dict[str, Any]
     try:
-        from nemo_terminal.runtime import destroy, init_distributed
-
         init_distributed(timeout_minutes=5)
         result = {"ok": fn(**kwargs)}
         destroy()
@@ -48,7 +52,6 @@ def run_distributed(fn: Callable, world_size: int = 2, timeout: float = 300, **k
     Raises RuntimeError carrying the first failing rank's traceback.
     """
     ctx = mp.get_context("spawn")
-    from nemo_terminal.runtime.distributed import free_port
 
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +99,7 @@ def require(missing: str | None) -> None:
     """
     if missing is None:
         return
-    import pytest
+    import pytest  # lazy: pytest is the test extra; the package imports without it
 
     if in_ci():
         pytest.fail(f"{missing}; CI={os.environ.get('CI')!r} makes this a failure ({INSTALL_HINT})", pytrace=False)
@@ -134,10 +137,6 @@ class ScriptedChatServer:
     """
 
     def __init__(self, replies: list[str], model: str = "scripted"):
-        import http.server
-        import json
-        import threading
-
         self.replies, self.model, self.requests = list(replies), model, []
         server = self
 

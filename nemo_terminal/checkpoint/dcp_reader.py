@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch.distributed.checkpoint.metadata import MetadataIndex, TensorStorageMetadata
 
+from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
 from nemo_terminal.errors import UserError
 
 
@@ -78,10 +80,6 @@ class CheckpointReader:
     entries are listed like any other key and simply never read unless asked for."""
 
     def __init__(self, it: str | Path):
-        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-
-        from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
-
         self.root = Path(it)
         backend = _sharded_backend(self.root)
         if backend not in (None, "torch_dist"):
@@ -183,8 +181,6 @@ class CheckpointReader:
         Reads only the chunk's pickle and zip directory (torch.load onto the meta device)."""
         cache_key = (key, offsets)
         if cache_key not in self._located:
-            from torch.distributed.checkpoint.metadata import MetadataIndex
-
             info = self._storage.get(MetadataIndex(key, torch.Size(offsets)))
             found = None
             if info is not None and not getattr(info, "transform_descriptors", None):
@@ -203,8 +199,6 @@ class CheckpointReader:
         return self._located[cache_key]
 
     def _load_chunk(self, key: str, offsets: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
-        from torch.distributed.checkpoint.metadata import MetadataIndex
-
         info = self._storage.get(MetadataIndex(key, torch.Size(offsets)))
         if info is None:
             raise UserError(f"{self.root}: .metadata lists a chunk of {key} at {list(offsets)} but no storage for it")

@@ -25,10 +25,9 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from nemo_terminal.checkpoint.preload import check_before_load
-from nemo_terminal.checkpoint.safe_pickle import allowed_globals
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.models.tokenizer import TOKENIZER_FILES, check_tokenizer_dir
 
 MODEL_CONFIG = "model_config.json"
 TOKENIZER_DIR = "tokenizer"
@@ -106,15 +105,11 @@ def trained_thinking(meg_dir: str | Path) -> tuple[bool, str | None]:
 
 
 def tokenizer_dir(meg_dir: str | Path) -> Path:
-    from nemo_terminal.models.tokenizer import check_tokenizer_dir
-
     return check_tokenizer_dir(Path(meg_dir) / TOKENIZER_DIR)
 
 
 def copy_tokenizer(src_dir: str | Path, dst_dir: str | Path) -> None:
     """Copy the tokenizer files that exist in `src_dir` (at least tokenizer.json + config)."""
-    from nemo_terminal.models.tokenizer import TOKENIZER_FILES, check_tokenizer_dir
-
     src = check_tokenizer_dir(src_dir)
     dst = Path(dst_dir)
     dst.mkdir(parents=True, exist_ok=True)
@@ -122,53 +117,3 @@ def copy_tokenizer(src_dir: str | Path, dst_dir: str | Path) -> None:
     for name in (*TOKENIZER_FILES, *extra):
         if (src / name).is_file():
             shutil.copyfile(src / name, dst / name)
-
-
-def load_model_weights(model_chunks: Sequence, iter_dir: str | Path) -> None:
-    """Load the "model" entry of a checkpoint into GPTModel chunks built at any TP/PP/VPP.
-
-    Every rank calls this (it is collective). Optimizer and other entries are ignored.
-    """
-    from megatron.core import dist_checkpointing
-
-    iter_dir = Path(iter_dir)
-    if not (iter_dir / "metadata.json").is_file():
-        raise UserError(f"{iter_dir} is not a complete dist checkpoint (no metadata.json)")
-    check_before_load(iter_dir)  # restricted unpickler, sizes, content hashes (collective)
-    from nemo_terminal.checkpoint.save_load import drop_absent_extra_state
-
-    for chunk in model_chunks:
-        # `_extra_state` a checkpoint lacks (one written by another layer spec) is no weight: not asked for.
-        template = drop_absent_extra_state({"model": chunk.sharded_state_dict()}, iter_dir)
-        with allowed_globals():  # megatron's common.pt load: the allow-list check_before_load applied
-            loaded = dist_checkpointing.load(template, str(iter_dir))
-        result = chunk.load_state_dict(loaded["model"], strict=False)
-        wrong = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.endswith("_extra_state")]
-        if wrong:
-            raise UserError(f"checkpoint {iter_dir} does not match the model: {wrong[:8]}")
-
-
-def meta_sharded_state_dict(cfg: Qwen3Config, dtype=None) -> dict:
-    """The "model" sharded state dict a TP=1/PP=1 GPTModel of `cfg` would save, on the meta device.
-
-    Needs megatron parallel state at TP=1/PP=1. Factories (fc1's gate/up split) are applied, so
-    values are ShardedTensors (data on meta, in `dtype`) and ShardedObjects (_extra_state).
-    """
-    import torch
-
-    from nemo_terminal.models.provider import build_gpt_model
-    from nemo_terminal.models.qwen3 import to_transformer_config
-    from nemo_terminal.runtime.megatron_compat import preprocess_for_save
-
-    with torch.device("meta"):
-        model = build_gpt_model(cfg, to_transformer_config(cfg), attention_backend="local")
-    sharded = {"model": model.sharded_state_dict()}
-    sharded = preprocess_for_save(sharded)
-    if dtype is not None:
-        from megatron.core.dist_checkpointing import ShardedTensor
-        from megatron.core.dist_checkpointing.dict_utils import nested_values
-
-        for sh in nested_values(sharded):
-            if isinstance(sh, ShardedTensor):
-                sh.data = torch.empty(sh.data.shape, dtype=dtype, device="meta")
-    return sharded

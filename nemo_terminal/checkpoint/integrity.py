@@ -20,6 +20,7 @@ from pathlib import Path
 
 import xxhash
 
+from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
 from nemo_terminal.errors import UserError
 
 HASH_FILE = "nemo_terminal_hashes.json"
@@ -81,8 +82,6 @@ def read_record(iter_dir: Path) -> dict[str, dict] | None:
 
 def _dcp_files(iter_dir: Path) -> dict[str, int]:
     """{file: minimum size} of the data files `.metadata` points into."""
-    from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
-
     need: dict[str, int] = {}
     for info in read_dcp_metadata(iter_dir).storage_data.values():
         need[info.relative_path] = max(need.get(info.relative_path, 0), info.offset + info.length)

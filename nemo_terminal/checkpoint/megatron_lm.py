@@ -21,6 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
+from nemo_terminal.checkpoint.safe_pickle import torch_load
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
 
@@ -35,8 +39,6 @@ def megatron_lm_args(cfg: Qwen3Config, *, tp: int = 1, pp: int = 1, vpp: int | N
     """The Megatron-LM arguments of this model (the names `load_args_from_checkpoint` and
     `check_checkpoint_args` read). Optimizer and RNG state are never in a form Megatron-LM
     resumes from, so the args say they were not saved: `--load` then takes the weights only."""
-    import torch
-
     yarn = cfg.rope_scaling or {}
     precision = _DTYPES.get(cfg.torch_dtype, "fp32")
     args = dict(
@@ -99,8 +101,6 @@ def run_config(cfg: Qwen3Config, tp: int = 1, pp: int = 1) -> dict[str, Any]:
 
 
 def run_config_yaml(cfg: Qwen3Config, tp: int = 1, pp: int = 1) -> str:
-    import yaml
-
     return yaml.safe_dump(run_config(cfg, tp, pp), sort_keys=False)
 
 
@@ -116,8 +116,6 @@ def write_run_config(iter_dir: str | Path, cfg: Qwen3Config, tp: int = 1, pp: in
 
 def read_run_config(path: Path) -> dict[str, Any]:
     """Bridge's run_config.yaml, parsed as plain data (no `_target_` is resolved)."""
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -129,8 +127,6 @@ def read_run_config(path: Path) -> dict[str, Any]:
 
 def read_saved_args(iter_dir: Path) -> argparse.Namespace | None:
     """Megatron-LM's `args` from common.pt through the restricted unpickler; None when absent."""
-    from nemo_terminal.checkpoint.safe_pickle import torch_load
-
     path = iter_dir / "common.pt"
     if not path.is_file():
         return None

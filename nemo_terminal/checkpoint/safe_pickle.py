@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
 
 from nemo_terminal.errors import UserError
 
@@ -157,8 +158,6 @@ def read_dcp_metadata(iter_dir: str | Path):
 def check_object_shards(iter_dir: str | Path, metadata=None) -> int:
     """Unpickle every object shard (BytesStorageMetadata entry) of the checkpoint through
     `torch_load`; return how many were checked. Raises a UserError naming file and key."""
-    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, MetadataIndex
-
     iter_dir = Path(iter_dir)
     md = metadata if metadata is not None else read_dcp_metadata(iter_dir)
     checked = 0

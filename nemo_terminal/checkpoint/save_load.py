@@ -13,15 +13,27 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing import ShardedTensor
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import integrity
+from nemo_terminal.checkpoint.preload import check_before_load
 from nemo_terminal.checkpoint.safe_pickle import allowed_globals
 from nemo_terminal.checkpoint.writer_processes import make_writers_die_with_trainer
+from nemo_terminal.errors import UserError
+from nemo_terminal.models.provider import build_gpt_model, to_transformer_config
+from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.runtime.megatron_compat import preprocess_for_save
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +48,6 @@ def latest_checkpoint(root: Path) -> Path | None:
 def save(state: dict[str, Any], root: Path, step: int, keep_last: int, files: dict[str, str] | None = None) -> Path:
     """Collective: every rank calls it with its sharded state dict. `files` (name -> text, e.g.
     Megatron-Bridge's run_config.yaml) are written by rank 0 into the checkpoint before it is published."""
-    from megatron.core import dist_checkpointing
-
     make_writers_die_with_trainer()
     rank0 = dist.get_rank() == 0
     final = root / cio.iter_name(step)
@@ -113,8 +123,6 @@ def roll_back(root: Path, resume: Path) -> Path | None:
 
 
 def load(template: dict[str, Any], path: Path) -> dict[str, Any]:
-    from megatron.core import dist_checkpointing
-
     with allowed_globals():  # megatron's common.pt load: the allow-list check_before_load applied
         return dist_checkpointing.load(template, str(path))
 
@@ -127,9 +135,6 @@ def drop_absent_extra_state(template: dict[str, Any], path: Path) -> dict[str, A
     `import`) lacks e.g. core_attention._extra_state. The state itself is
     re-created by TE; only real weights must match.
     """
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-    from megatron.core.dist_checkpointing.serialization import load_sharded_metadata
-
     present = set(load_sharded_metadata(str(path)))
 
     def keep(value: Any) -> bool:
@@ -143,3 +148,40 @@ def drop_absent_extra_state(template: dict[str, Any], path: Path) -> dict[str, A
         return node
 
     return walk(template)
+
+
+def load_model_weights(model_chunks: Sequence, iter_dir: str | Path) -> None:
+    """Load the "model" entry of a checkpoint into GPTModel chunks built at any TP/PP/VPP.
+
+    Every rank calls this (it is collective). Optimizer and other entries are ignored.
+    """
+    iter_dir = Path(iter_dir)
+    if not (iter_dir / "metadata.json").is_file():
+        raise UserError(f"{iter_dir} is not a complete dist checkpoint (no metadata.json)")
+    check_before_load(iter_dir)  # restricted unpickler, sizes, content hashes (collective)
+    for chunk in model_chunks:
+        # `_extra_state` a checkpoint lacks (one written by another layer spec) is no weight: not asked for.
+        template = drop_absent_extra_state({"model": chunk.sharded_state_dict()}, iter_dir)
+        with allowed_globals():  # megatron's common.pt load: the allow-list check_before_load applied
+            loaded = dist_checkpointing.load(template, str(iter_dir))
+        result = chunk.load_state_dict(loaded["model"], strict=False)
+        wrong = [k for k in (*result.missing_keys, *result.unexpected_keys) if not k.endswith("_extra_state")]
+        if wrong:
+            raise UserError(f"checkpoint {iter_dir} does not match the model: {wrong[:8]}")
+
+
+def meta_sharded_state_dict(cfg: Qwen3Config, dtype=None) -> dict:
+    """The "model" sharded state dict a TP=1/PP=1 GPTModel of `cfg` would save, on the meta device.
+
+    Needs megatron parallel state at TP=1/PP=1. Factories (fc1's gate/up split) are applied, so
+    values are ShardedTensors (data on meta, in `dtype`) and ShardedObjects (_extra_state).
+    """
+    with torch.device("meta"):
+        model = build_gpt_model(cfg, to_transformer_config(cfg), attention_backend="local")
+    sharded = {"model": model.sharded_state_dict()}
+    sharded = preprocess_for_save(sharded)
+    if dtype is not None:
+        for sh in nested_values(sharded):
+            if isinstance(sh, ShardedTensor):
+                sh.data = torch.empty(sh.data.shape, dtype=dtype, device="meta")
+    return sharded

@@ -22,8 +22,10 @@ from typing import Any
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import megatron_lm
+from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata, torch_load
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.models.tokenizer import check_tokenizer_dir
 
 BRIDGE_TRAIN_STATE = "latest_train_state.pt"
 EMBEDDING = "embedding.word_embeddings.weight"
@@ -76,8 +78,6 @@ def open_checkpoint(meg_dir: str | Path, tokenizer: str | Path | None = None) ->
 
 
 def _tokenizer_dir(path: Path) -> Path:
-    from nemo_terminal.models.tokenizer import check_tokenizer_dir
-
     return check_tokenizer_dir(path)
 
 
@@ -92,8 +92,6 @@ def _iteration_dir(root: Path) -> Path:
         if name is None:
             raise UserError(f"{tracker} holds {text!r}; expected an iteration number or 'release'")
     elif (root / BRIDGE_TRAIN_STATE).is_file():
-        from nemo_terminal.checkpoint.safe_pickle import torch_load
-
         state = torch_load(root / BRIDGE_TRAIN_STATE, what="Megatron-Bridge's train state")
         name = cio.iter_name(int(state["step"]))
     else:
@@ -107,8 +105,6 @@ def _iteration_dir(root: Path) -> Path:
 
 def _shape_from_tensors(cfg: Qwen3Config, iter_dir: Path) -> None:
     """Vocabulary size and stored dtype from the checkpoint's embedding (padded vocabularies included)."""
-    from nemo_terminal.checkpoint.safe_pickle import read_dcp_metadata
-
     tensors = read_dcp_metadata(iter_dir).state_dict_metadata
     meta = tensors.get(EMBEDDING)
     if meta is None or not hasattr(meta, "size"):

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
 from nemo_terminal.models.qwen3 import Qwen3Config
 
 # TE modules of megatron-core's `get_gpt_layer_with_transformer_engine_spec(qk_layernorm=True)`:
@@ -46,8 +48,6 @@ def missing_extra_state(cfg: Qwen3Config, present: Iterable[Any]) -> dict[str, A
     Decided by key, not by shard, so every pipeline stage of a local-spec model reaches the same
     answer; a TE-spec model (every layer key present) gets nothing added, since it writes its own.
     Add the result to the state of exactly one rank (they are main replicas)."""
-    from megatron.core.dist_checkpointing.mapping import ShardedObject
-
     have = {getattr(p, "key", p) for p in present}
     if all(f"decoder.layers.{m}._extra_state" in have for m in LAYER_MODULES):
         return {}

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from nemo_terminal.options import check_int
+from nemo_terminal.output_dir import DEMO, DEMO_MARKER, check_output
+
 HELP = (
     "Run the whole chain on a CPU: tiny Qwen3 + tokenizer -> prepare the bundled sample "
     "trajectories -> import -> train (1 process, then 2 processes at TP=2) -> export -> "
@@ -59,9 +62,6 @@ class _Stages:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.options import check_int
-    from nemo_terminal.output_dir import DEMO, DEMO_MARKER, check_output
-
     check_int("--steps", args.steps, 1)
     check_int("--seq-length", args.seq_length, 1)
 

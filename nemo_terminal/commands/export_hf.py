@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from nemo_terminal.options import ThinkingPolicy
+from nemo_terminal.options import ThinkingPolicy, check_number
+from nemo_terminal.output_dir import HF_EXPORT, check_output, require_dir
 
 HELP = (
     "Export the checkpoint that MEG/latest points to (import output or a training checkpoint saved at any "
@@ -33,9 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.options import check_number
-    from nemo_terminal.output_dir import HF_EXPORT, check_output, require_dir
-
     # Cheap refusals first, before torch is even imported (export_hf repeats them).
     check_number("--max-shard-gb", args.max_shard_gb, low=0, low_open=True, fix="the Hub's usual shards are 5")
     require_dir(args.megatron_dir, "--megatron-dir")

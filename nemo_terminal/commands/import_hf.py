@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir
+
 HELP = (
     "Convert a Hugging Face Qwen3 checkpoint (safetensors) into a megatron-core torch_dist checkpoint "
     "directory (release/ + latest + Megatron-LM's tracker + model_config.json + tokenizer/), "
@@ -20,8 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir
-
     # Cheap refusals first, before torch is even imported (import_hf repeats them).
     require_dir(args.hf_dir, "--hf-dir")
     check_output(args.out, CHECKPOINT, inputs=[args.hf_dir], force=args.force)

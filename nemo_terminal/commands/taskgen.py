@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from nemo_terminal.taskgen.resources import domains
+
 HELP = (
     "Make terminal tasks and training data as the paper's Terminal-Task-Gen does: `adapt` turns math/code/SWE "
     "prompts into Harbor tasks without an LLM; `generate` asks a teacher (any OpenAI-compatible endpoint) for "
@@ -26,8 +28,6 @@ def _adapt_args(p: argparse.ArgumentParser) -> None:
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
-    from nemo_terminal.taskgen.resources import domains
-
     p.add_argument("--mode", required=True, choices=("seed", "skill"))
     p.add_argument("--seeds", metavar="FILE.jsonl", help="seed mode: {problem, domain?, solution?, id?} per line")
     p.add_argument("--domains", nargs="+", metavar="DOMAIN", help=f"subset of: {' '.join(domains())}")

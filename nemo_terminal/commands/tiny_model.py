@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nemo_terminal.options import check_int
+
 HELP = (
     "Write a random-weight tiny Qwen3 in Hugging Face format (config.json, model.safetensors, "
     "tokenizer) for tests and the CPU demo. Vocabulary and tokenizer are the real Qwen3 ones."
@@ -27,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nemo_terminal.models.tiny import write_tiny_model
-    from nemo_terminal.options import check_int
 
     for flag in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_size"):
         check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from nemo_terminal.runtime import destroy
+    from nemo_terminal.runtime.distributed import destroy
     from nemo_terminal.training.preemption import EXIT_PREEMPTED, exit_together
     from nemo_terminal.training.trainer import Trainer
 

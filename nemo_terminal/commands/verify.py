@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nemo_terminal.options import check_number
+from nemo_terminal.output_dir import require_dir
+
 HELP = (
     "Run the HF model and the Megatron checkpoint on fixed chat prompts and compare logits. "
     "Run under torchrun with tp*pp processes for --tp/--pp > 1. The last line printed is "
@@ -25,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nemo_terminal.options import check_number
-    from nemo_terminal.output_dir import require_dir
-
     require_dir(args.hf_dir, "--hf-dir")  # a typo must not become a Hub download attempt
     require_dir(args.megatron_dir, "--megatron-dir")
     check_number("--atol", args.atol, low=0)
@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from nemo_terminal.checkpoint import directory as cio
     from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.convert import verify
-    from nemo_terminal.runtime import ParallelConfig, destroy, init_distributed
     from nemo_terminal.runtime.device import current_device
+    from nemo_terminal.runtime.distributed import destroy, init_distributed
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     ours = Path(args.megatron_dir) / cio.MODEL_CONFIG
     # Layout errors first, before any process group exists (and before the checkpoint itself is read).

@@ -25,8 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint.filesystem import _StorageWriterTransforms
+from torch.distributed.checkpoint.planner import WriteItemType
 
 from nemo_terminal.checkpoint.dcp_reader import ByteRange
+from nemo_terminal.runtime.megatron_compat import save_planner_class
 
 # A chunk's bytes: byte ranges of other files, in order, or a tensor in memory.
 Fill = list[ByteRange] | torch.Tensor
@@ -143,10 +147,6 @@ def copy_writer(path: Path, fills: ChunkFills):
     """DCP's FileSystemWriter (one file per chunk, one thread, no fsync) whose archives go through
     a `_FillingStream`. The stream wrapper is DCP's per-archive transform hook, left without
     extensions, so `.metadata` records no transform and any torch_dist reader loads the files."""
-    from torch.distributed.checkpoint import FileSystemWriter
-    from torch.distributed.checkpoint.filesystem import _StorageWriterTransforms
-    from torch.distributed.checkpoint.planner import WriteItemType
-
     class _FillTransforms(_StorageWriterTransforms):
         def transform_save_stream(self, write_item, raw_stream):
             return _FillingStream(raw_stream, fills, write_item.type != WriteItemType.BYTE_IO), []
@@ -161,10 +161,6 @@ def copy_writer(path: Path, fills: ChunkFills):
 def copy_planner(produce: Callable[[str, tuple[int, ...], tuple[int, ...]], Fill], fills: ChunkFills):
     """megatron's save planner, producing each chunk at the moment it is written: a tensor from
     `produce` is written from memory, byte ranges are copied; torch.save sees an unfilled tensor."""
-    from torch.distributed.checkpoint.planner import WriteItemType
-
-    from nemo_terminal.runtime.megatron_compat import save_planner_class
-
     class CopyPlanner(save_planner_class()):
         def resolve_data(self, write_item):
             if write_item.type == WriteItemType.BYTE_IO:

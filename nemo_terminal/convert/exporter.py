@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint.dcp_reader import CheckpointReader
@@ -33,6 +34,7 @@ from nemo_terminal.convert.mapping import Pair, expand, megatron_modules, megatr
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.chat_template import chat_template, write_chat_template
 from nemo_terminal.models.qwen3 import Qwen3Config
+from nemo_terminal.models.tiny import generation_config
 from nemo_terminal.output_dir import HF_EXPORT, check_output, require_dir, staged_output, write_export_marker
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,6 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
               thinking: str | None = None, verify_hashes: bool = True, tokenizer: str | Path | None = None) -> Path:
     """Write an HF Qwen3 directory from the checkpoint `latest` points to; return `out`.
     `thinking` sets the chat template's policy (default: the one the run was trained with)."""
-    from nemo_terminal.models.tiny import generation_config
-
     meg_dir, out = Path(meg_dir), Path(out)
     require_dir(meg_dir, "--megatron-dir")
     check_output(out, HF_EXPORT, inputs=[meg_dir, tokenizer], force=force)  # every refusal before any work
@@ -136,8 +136,6 @@ def export_hf(meg_dir: str | Path, out: str | Path, dtype: str | None = None, fo
 def _write_shards(out: Path, shards: list, pairs: list[Pair], reader: CheckpointReader, meg_shapes: dict,
                   cfg: Qwen3Config, target: torch.dtype, show_progress: bool) -> None:
     """Stream every tensor group into its planned safetensors shard, in order."""
-    from tqdm import tqdm
-
     progress = tqdm(total=len(pairs), desc="export", unit="group", disable=not show_progress)
     queue = list(pairs)
     for shard in shards:

@@ -9,6 +9,7 @@ appends tensor bytes one group at a time, so no shard is ever whole in memory.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from nemo_terminal.checkpoint.dcp_reader import ByteRange
 from nemo_terminal.errors import UserError
@@ -55,8 +57,6 @@ class HFCheckpoint:
     @classmethod
     def scan(cls, root: str | Path) -> HFCheckpoint:
         """Read every shard's header (not its data); errors name the file."""
-        from safetensors import safe_open
-
         ckpt = cls(Path(root))
         index = ckpt.root / INDEX_FILE
         if index.is_file():
@@ -109,8 +109,6 @@ class HFCheckpoint:
 
     def read(self, names: Sequence[str]) -> list[torch.Tensor]:
         """The named tensors; each shard involved is opened and closed within this call."""
-        from safetensors import safe_open
-
         out: dict[str, torch.Tensor] = {}
         for file in dict.fromkeys(self.files[n] for n in names):
             path = self.root / file
@@ -200,8 +198,6 @@ class StreamingSafetensorsWriter:
     def copy_from_files(self, name: str, segments: Sequence[tuple[Path, int, int]]) -> None:
         """Write the next tensor as the concatenation of (file, byte offset, byte count) segments
         of other files, copied by the kernel (sendfile) without passing through this process."""
-        import os
-
         want_name, want_shape = self._expected[self._next]
         nbytes = torch.empty((), dtype=self._dtype).element_size() * _numel(want_shape)
         assert name == want_name and sum(n for _, _, n in segments) == nbytes, (name, want_name, nbytes)

@@ -20,11 +20,18 @@ import shutil
 from pathlib import Path
 
 import torch
+from megatron.core.dist_checkpointing import ShardedTensor
+from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.serialization import get_default_save_common_strategy
+from torch.distributed.checkpoint import save as dcp_save
+from tqdm import tqdm
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import megatron_lm
 from nemo_terminal.checkpoint.dcp_reader import ByteRange
 from nemo_terminal.checkpoint.integrity import record_hashes
+from nemo_terminal.checkpoint.save_load import meta_sharded_state_dict
 from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
 from nemo_terminal.convert.dcp_copy_writer import ChunkFills, copy_planner, copy_save, copy_writer
 from nemo_terminal.convert.hf_io import HFCheckpoint, hf_dtype_name, parse_dtype
@@ -39,6 +46,9 @@ from nemo_terminal.convert.mapping import (
 )
 from nemo_terminal.models.qwen3 import Qwen3Config
 from nemo_terminal.output_dir import CHECKPOINT, check_output, require_dir, staged_output
+from nemo_terminal.runtime.distributed import init_parallel_state
+from nemo_terminal.runtime.megatron_compat import to_dcp_state_dict
+from nemo_terminal.runtime.parallel import ParallelConfig
 
 log = logging.getLogger(__name__)
 
@@ -149,16 +159,6 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
 
     Single process: initializes a world of one and TP=1/PP=1 parallel state if none exists.
     """
-    from megatron.core.dist_checkpointing import ShardedTensor
-    from megatron.core.dist_checkpointing.core import CheckpointingConfig, save_config
-    from megatron.core.dist_checkpointing.dict_utils import nested_values
-    from megatron.core.dist_checkpointing.serialization import get_default_save_common_strategy
-    from torch.distributed.checkpoint import save as dcp_save
-    from tqdm import tqdm
-
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
-    from nemo_terminal.runtime.megatron_compat import to_dcp_state_dict
-
     hf_dir, out = Path(hf_dir), Path(out)
     require_dir(hf_dir, "--hf-dir")
     check_output(out, CHECKPOINT, inputs=[hf_dir], force=force)  # every refusal before any work
@@ -169,7 +169,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, dtype: str | None = None, for
     pairs = expand(cfg)
     check_hf_dir(hf_dir, cfg, hf, [(p.megatron, p.layer) for p in pairs])
     init_parallel_state(ParallelConfig())
-    sharded = cio.meta_sharded_state_dict(cfg, target)
+    sharded = meta_sharded_state_dict(cfg, target)
     # TE-spec loaders (Megatron-LM, Bridge, NGC) ask for TE modules' _extra_state: write them too.
     sharded["model"].update(missing_extra_state(cfg, list(nested_values(sharded))))
     tensors = [sh for sh in nested_values(sharded) if isinstance(sh, ShardedTensor)]

@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from transformers import AutoModelForCausalLM
 
+from nemo_terminal.checkpoint.save_load import load_model_weights
+from nemo_terminal.checkpoint.source import open_checkpoint
 from nemo_terminal.errors import UserError
+from nemo_terminal.models.provider import build_gpt_model, to_transformer_config
+from nemo_terminal.models.tokenizer import load_tokenizer
 from nemo_terminal.runtime.device import current_device
+from nemo_terminal.runtime.distributed import init_parallel_state
+from nemo_terminal.runtime.parallel import ParallelConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +43,6 @@ PROMPTS: tuple[tuple[dict, ...], ...] = (
 
 
 def prompt_ids(tokenizer_path: str | Path) -> list[list[int]]:
-    from nemo_terminal.models.tokenizer import load_tokenizer
-
     tok = load_tokenizer(tokenizer_path)
     return [list(tok.apply_chat_template(list(p), tokenize=True, add_generation_prompt=True, return_dict=False))
             for p in PROMPTS]
@@ -44,8 +51,6 @@ def prompt_ids(tokenizer_path: str | Path) -> list[list[int]]:
 def hf_logits(hf_dir: str | Path, prompts: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """fp32 logits [seq, vocab] of each prompt from transformers (remote code never trusted), on the CPU;
     the model runs on this process's device."""
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, trust_remote_code=False,
                                                  local_files_only=True)
     device = current_device()
@@ -58,11 +63,6 @@ def build_stage(cfg, tp: int, pp: int, first_stage_layers: int | None = None,
                 last_stage_layers: int | None = None):
     """This rank's pipeline stage of the model at TP/PP, evenly split unless first/last_stage_layers
     are given (parallel state must already be set)."""
-    from megatron.core import parallel_state
-
-    from nemo_terminal.models.provider import build_gpt_model
-    from nemo_terminal.models.qwen3 import to_transformer_config
-
     model = build_gpt_model(
         cfg, to_transformer_config(cfg, tp=tp, pp=pp, first_stage_layers=first_stage_layers,
                                    last_stage_layers=last_stage_layers), attention_backend="local",
@@ -78,13 +78,6 @@ def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: i
 
     Collective: every rank of a world of tp*pp*dp processes calls it.
     """
-    from megatron.core import parallel_state, tensor_parallel
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
-    from nemo_terminal.checkpoint import directory as cio
-    from nemo_terminal.checkpoint.source import open_checkpoint
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
-
     source = open_checkpoint(meg_dir)  # ours, Megatron-LM's or Bridge's layout
     cfg = source.cfg
     parallel = ParallelConfig(tp=tp, pp=pp, first_stage_layers=first_stage_layers,
@@ -92,7 +85,7 @@ def megatron_logits(meg_dir: str | Path, prompts: Sequence[Sequence[int]], tp: i
     parallel.check_model(cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads)
     init_parallel_state(parallel)
     model = build_stage(cfg, tp, pp, first_stage_layers, last_stage_layers)
-    cio.load_model_weights([model], source.iter_dir)
+    load_model_weights([model], source.iter_dir)
     device = current_device()
     model = device.move(model)
     forward_backward = get_forward_backward_func()

@@ -18,6 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib  # type: ignore[no-redef]
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.harbor.jobs import Trial, find_jobs, read_job
 
@@ -32,10 +37,6 @@ def _short(task_name: str) -> str:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -161,10 +162,10 @@ def format_report(rep: dict[str, Any]) -> str:
 
 def write_outputs(rep: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """report.json and accuracy_by_category.png in out_dir."""
-    import matplotlib
+    import matplotlib  # lazy: 1 s import, only for the optional plot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as above, after choosing the Agg backend
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

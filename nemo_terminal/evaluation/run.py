@@ -16,14 +16,14 @@ from nemo_terminal.errors import UserError
 from nemo_terminal.evaluation import plan
 from nemo_terminal.evaluation.report import build_report, format_report, write_outputs
 from nemo_terminal.evaluation.server import VllmServer
+from nemo_terminal.harbor.install import find_harbor
+from nemo_terminal.harbor.run import harbor_env
 
 log = logging.getLogger(__name__)
 
 
 def _harbor_executable(given: str) -> str:
     """An explicit --harbor, else the Harbor venv nemo_terminal.harbor.install finds."""
-    from nemo_terminal.harbor.install import find_harbor
-
     if given != "harbor":
         return given
     found = find_harbor()
@@ -54,8 +54,6 @@ def dry_run_text(settings: plan.EvalSettings) -> str:
 
 def run_eval(settings: plan.EvalSettings) -> int:
     """Run the evaluation; return Harbor's exit code. The report goes to stdout and the job directory."""
-    from nemo_terminal.harbor.run import harbor_env
-
     s, job_name, vllm, harbor = commands(settings)
     job_dir = Path(s.jobs_dir) / job_name
     job_dir.parent.mkdir(parents=True, exist_ok=True)

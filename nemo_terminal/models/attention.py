@@ -30,7 +30,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from megatron.core.process_groups_config import ProcessGroupCollection
+from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
+from torch.nn.attention.bias import causal_lower_right
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.attention_cp import (
@@ -69,8 +73,6 @@ def sdpa_segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
     fused kernel, nor the lower-right causal bias's own dispatch, takes GQA, and a fallback to
     the math kernel would materialize the score matrix.
     """
-    from torch.nn.attention.bias import causal_lower_right
-
     n_q, n_kv = q.shape[0], k.shape[0]
     rep = q.shape[1] // k.shape[1]
     q4, k4, v4 = (x.transpose(0, 1).unsqueeze(0) for x in (q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)))
@@ -98,16 +100,12 @@ def attend_segments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: Se
 
 @functools.lru_cache(maxsize=2)
 def _flex(compiled: bool):
-    from torch.nn.attention.flex_attention import flex_attention
-
     # Eager flex materializes the score matrix; compiled, it is a fused block-sparse kernel.
     return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
 
 
 def flex_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: SegmentTable, scale: float) -> torch.Tensor:
     """One FlexAttention call over the whole micro-batch with a document-causal block mask."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     dev = q.device
     on_accelerator = Device(dev).is_accelerator
     q_doc, q_off, q_real = (torch.as_tensor(a, device=dev)
@@ -163,8 +161,6 @@ class TorchCoreAttention(MegatronModule):
                  attention_dropout: float | None = None, softmax_scale: float | None = None,
                  cp_comm_type: str | None = None, pg_collection=None, kernel: str = "auto"):
         super().__init__(config=config)
-        from megatron.core.process_groups_config import ProcessGroupCollection
-        from megatron.core.transformer.enums import AttnMaskType
 
         dropout = config.attention_dropout if attention_dropout is None else attention_dropout
         if dropout:

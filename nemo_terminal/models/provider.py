@@ -8,10 +8,20 @@ core attention behind `attention_backend`.
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import torch
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer import TransformerConfig
 
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs
-from nemo_terminal.options import AttentionBackend
+from nemo_terminal.models.attention import TorchCoreAttention, resolve_kernel
+from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs, yarn_fields
+from nemo_terminal.options import AttentionBackend, Recompute
 from nemo_terminal.runtime.device import accelerator_present, current_device
 
 log = logging.getLogger(__name__)
@@ -20,12 +30,83 @@ ATTENTION_BACKENDS = AttentionBackend.values()  # the one list: nemo_terminal/op
 _logged: set[str] = set()  # backends already announced by this process
 
 
+def to_transformer_config(
+    cfg: Qwen3Config,
+    *,
+    tp: int = 1,
+    pp: int = 1,
+    vpp: int | None = None,
+    first_stage_layers: int | None = None,
+    last_stage_layers: int | None = None,
+    cp: int = 1,
+    sequence_parallel: bool = False,
+    precision: str = "fp32",
+    recompute: str = "none",
+    gradient_accumulation_fusion: bool = False,
+    **overrides: Any,
+):
+    """Qwen3 shape + run settings -> megatron-core TransformerConfig."""
+    bf16 = precision == "bf16"
+    kwargs: dict[str, Any] = dict(
+        num_layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_query_groups=cfg.num_key_value_heads,
+        kv_channels=cfg.head_dim,  # explicit: heads*head_dim != hidden for 0.6B and 32B
+        ffn_hidden_size=cfg.intermediate_size,
+        normalization="RMSNorm",
+        layernorm_epsilon=cfg.rms_norm_eps,
+        qk_layernorm=True,
+        gated_linear_unit=True,
+        activation_func=torch.nn.functional.silu,
+        add_bias_linear=False,
+        add_qkv_bias=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bias_dropout_fusion=False,
+        # Fused SwiGLU keeps only fc1's output (the unfused one also keeps the SiLU output and a copy
+        # of the linear half: 10f instead of 6f bytes per token, training/planner.py). It runs on the
+        # CPU too, but through torch.compile (10-20 s per process and shape), so CPU runs keep it off.
+        bias_activation_fusion=accelerator_present(),
+        apply_rope_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=gradient_accumulation_fusion,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=vpp,
+        num_layers_in_first_pipeline_stage=first_stage_layers,  # uneven splits (runtime/pipeline_split.py)
+        num_layers_in_last_pipeline_stage=last_stage_layers,
+        context_parallel_size=cp,
+        sequence_parallel=sequence_parallel,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
+        autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_cpu_initialization=True,
+        calculate_per_token_loss=True,
+        cross_entropy_loss_fusion=False,
+    )
+    if recompute == "full":
+        kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    elif recompute == "selective":
+        kwargs.update(recompute_granularity="selective")
+    else:
+        Recompute.parse(recompute, "train.recompute")  # the one list of values: nemo_terminal/options.py
+    kwargs.update(overrides)
+    tcfg = TransformerConfig(**kwargs)
+    # GPTModel reads YaRN settings off the config; TransformerConfig has no such fields, so attach them.
+    for key, value in yarn_fields(cfg).items():
+        setattr(tcfg, key, value)
+    return tcfg
+
+
 def te_import_error() -> str | None:
     """Why Transformer Engine cannot run here (one line), or None when it can."""
     if not accelerator_present():
         return "no CUDA device is visible"
     try:
-        import transformer_engine.pytorch  # noqa: F401
+        import transformer_engine.pytorch  # noqa: F401  # lazy: optional (the gpu extra); its failure is reported
     except Exception as err:  # ImportError, or a TE build that does not match this torch: keep the reason
         first_line = str(err).splitlines()[0][:300] if str(err) else ""
         return f"import transformer_engine.pytorch failed: {type(err).__name__}: {first_line}"
@@ -67,12 +148,10 @@ def announce_backend(backend: str) -> None:
         return
     _logged.add(backend)
     if backend == "te":
-        import transformer_engine
+        import transformer_engine  # lazy: optional (the gpu extra)
 
         log.info("attention backend: te (Transformer Engine %s, its fused attention)", transformer_engine.__version__)
     elif backend == "torch":
-        from nemo_terminal.models.attention import resolve_kernel
-
         kernel = resolve_kernel("auto", current_device().torch_device)
         log.info("attention backend: torch (nemo_terminal's packed/CP attention, kernel %s)", kernel)
     else:
@@ -82,15 +161,10 @@ def announce_backend(backend: str) -> None:
 def layer_spec(backend: str):
     """The transformer layer ModuleSpec for a resolved attention backend."""
     if backend == "te":
-        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
-
         return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=True)
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
     spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
     if backend == "torch":
-        from nemo_terminal.models.attention import TorchCoreAttention
-
         spec.submodules.self_attention.submodules.core_attention = TorchCoreAttention
     return spec
 
@@ -104,8 +178,6 @@ def build_gpt_model(
     vp_stage: int | None = None,
 ):
     """One pipeline stage (or virtual stage) of Qwen3 as a GPTModel."""
-    from megatron.core.models.gpt import GPTModel
-
     backend = resolve_attention_backend(attention_backend, transformer_config.sequence_parallel)
     announce_backend(backend)
     kwargs = dict(

@@ -1,7 +1,7 @@
 """Qwen3 dense: the model's shape, read from / written to HF config.json, and mapped to megatron-core.
 
-We compose megatron-core's TransformerConfig rather than subclass it: one
-function (`to_transformer_config`) is the only place the mapping lives.
+No megatron-core here (a 2.5 s import that `export`, `plan` and `prepare` do not need): the
+mapping to megatron-core's TransformerConfig is `models/provider.py::to_transformer_config`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nemo_terminal.errors import UserError
 from nemo_terminal.models import config_json
-from nemo_terminal.options import Recompute
-from nemo_terminal.runtime.device import accelerator_present
 
 QWEN3_VOCAB_SIZE = 151936
 
@@ -178,79 +174,6 @@ def size_name(cfg: Qwen3Config) -> str | None:
     return next((n for n, c in QWEN3_SIZES.items() if [getattr(c, f) for f in _SHAPE_FIELDS] == shape), None)
 
 
-def to_transformer_config(
-    cfg: Qwen3Config,
-    *,
-    tp: int = 1,
-    pp: int = 1,
-    vpp: int | None = None,
-    first_stage_layers: int | None = None,
-    last_stage_layers: int | None = None,
-    cp: int = 1,
-    sequence_parallel: bool = False,
-    precision: str = "fp32",
-    recompute: str = "none",
-    gradient_accumulation_fusion: bool = False,
-    **overrides: Any,
-):
-    """Qwen3 shape + run settings -> megatron-core TransformerConfig."""
-    from megatron.core.transformer import TransformerConfig
-
-    bf16 = precision == "bf16"
-    kwargs: dict[str, Any] = dict(
-        num_layers=cfg.num_hidden_layers,
-        hidden_size=cfg.hidden_size,
-        num_attention_heads=cfg.num_attention_heads,
-        num_query_groups=cfg.num_key_value_heads,
-        kv_channels=cfg.head_dim,  # explicit: heads*head_dim != hidden for 0.6B and 32B
-        ffn_hidden_size=cfg.intermediate_size,
-        normalization="RMSNorm",
-        layernorm_epsilon=cfg.rms_norm_eps,
-        qk_layernorm=True,
-        gated_linear_unit=True,
-        activation_func=torch.nn.functional.silu,
-        add_bias_linear=False,
-        add_qkv_bias=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        bias_dropout_fusion=False,
-        # Fused SwiGLU keeps only fc1's output (the unfused one also keeps the SiLU output and a copy
-        # of the linear half: 10f instead of 6f bytes per token, training/planner.py). It runs on the
-        # CPU too, but through torch.compile (10-20 s per process and shape), so CPU runs keep it off.
-        bias_activation_fusion=accelerator_present(),
-        apply_rope_fusion=False,
-        masked_softmax_fusion=False,
-        persist_layer_norm=False,
-        gradient_accumulation_fusion=gradient_accumulation_fusion,
-        tensor_model_parallel_size=tp,
-        pipeline_model_parallel_size=pp,
-        virtual_pipeline_model_parallel_size=vpp,
-        num_layers_in_first_pipeline_stage=first_stage_layers,  # uneven splits (runtime/pipeline_split.py)
-        num_layers_in_last_pipeline_stage=last_stage_layers,
-        context_parallel_size=cp,
-        sequence_parallel=sequence_parallel,
-        bf16=bf16,
-        params_dtype=torch.bfloat16 if bf16 else torch.float32,
-        pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
-        autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
-        use_cpu_initialization=True,
-        calculate_per_token_loss=True,
-        cross_entropy_loss_fusion=False,
-    )
-    if recompute == "full":
-        kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
-    elif recompute == "selective":
-        kwargs.update(recompute_granularity="selective")
-    else:
-        Recompute.parse(recompute, "train.recompute")  # the one list of values: nemo_terminal/options.py
-    kwargs.update(overrides)
-    tcfg = TransformerConfig(**kwargs)
-    # GPTModel reads YaRN settings off the config; TransformerConfig has no such fields, so attach them.
-    for key, value in _yarn_fields(cfg).items():
-        setattr(tcfg, key, value)
-    return tcfg
-
-
 def rope_kwargs(cfg: Qwen3Config) -> dict[str, Any]:
     """GPTModel keyword arguments for rotary embeddings, including YaRN for 64K runs."""
     scaling = cfg.rope_scaling or {}
@@ -262,7 +185,7 @@ def rope_kwargs(cfg: Qwen3Config) -> dict[str, Any]:
     raise UserError(f"rope_scaling type {kind!r} is not supported (use yarn or none)")
 
 
-def _yarn_fields(cfg: Qwen3Config) -> dict[str, Any]:
+def yarn_fields(cfg: Qwen3Config) -> dict[str, Any]:
     """HF's YaRN (transformers `_compute_yarn_parameters`) in megatron-core's terms.
 
     mscale=1, mscale_all_dim=0 give megatron's attention factor 0.1·ln(factor)+1, HF's default;

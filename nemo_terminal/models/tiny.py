@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.qwen3 import QWEN3_VOCAB_SIZE, Qwen3Config
@@ -79,8 +80,6 @@ def write_tiny_model(
     force: bool = False,
 ) -> Path:
     """Write a random Qwen3 (config.json, model.safetensors, generation_config.json, tokenizer)."""
-    from safetensors.torch import save_file
-
     out = Path(out)
     cfg = tiny_config(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads,
                       num_kv_heads=num_kv_heads, head_dim=head_dim, ffn_size=ffn_size,

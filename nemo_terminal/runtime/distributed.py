@@ -9,6 +9,7 @@ import socket
 import subprocess
 
 import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
 
 from nemo_terminal.runtime import container_check, cpu_compat, megatron_compat
 from nemo_terminal.runtime.device import select_device
@@ -72,8 +73,6 @@ def init_distributed(timeout_minutes: int = 30) -> tuple[int, int]:
 
 def init_parallel_state(parallel: ParallelConfig, seed: int = 1234) -> None:
     """Create megatron-core's TP/PP/CP/DP groups and seed the model-parallel RNG."""
-    from megatron.core import parallel_state, tensor_parallel
-
     init_distributed()
     megatron_compat.check_version()  # one warning on an untested megatron-core, nothing else
     parallel.dp(dist.get_world_size())  # raises on an impossible layout
@@ -89,8 +88,6 @@ def init_parallel_state(parallel: ParallelConfig, seed: int = 1234) -> None:
 
 
 def destroy() -> None:
-    from megatron.core import parallel_state
-
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():

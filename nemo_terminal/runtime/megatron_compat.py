@@ -7,6 +7,10 @@ pieces (to skip a step on a NaN/Inf gradient norm without computing the norm twi
 reached through a function here, so a megatron-core upgrade is checked in one file: the
 tests that exercise these (import/export round trips, resume, the NaN-skip test) run against
 `TESTED_VERSIONS`. An untested version logs one warning at start-up and changes nothing else.
+
+The internals are imported inside the functions that use them (`# lazy: internal`): a
+megatron-core that moved one fails only the feature that needs it, with an ImportError naming
+it, after the version warning, instead of failing every command at import.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +33,7 @@ def installed_version() -> str | None:
     try:
         return version("megatron-core")
     except PackageNotFoundError:  # a source checkout on PYTHONPATH (NGC images): no dist metadata
-        import megatron.core
+        import megatron.core  # lazy: only a source checkout without package metadata gets here
 
         return getattr(megatron.core, "__version__", None)
 
@@ -49,7 +55,7 @@ def check_version() -> None:
 def preprocess_for_save(sharded: dict) -> dict:
     """The sharded state dict after the preprocessing `dist_checkpointing.save` applies (factories
     such as fc1's gate/up split resolved), i.e. the tensors as the checkpoint stores them."""
-    from megatron.core.dist_checkpointing.state_dict_utils import save_preprocess
+    from megatron.core.dist_checkpointing.state_dict_utils import save_preprocess  # lazy: internal
 
     sharded, _common = save_preprocess(sharded, validate_access_integrity=False)
     return sharded
@@ -58,7 +64,7 @@ def preprocess_for_save(sharded: dict) -> dict:
 def to_dcp_state_dict(sharded: dict) -> dict:
     """A preprocessed sharded state dict as the flat torch.distributed.checkpoint state dict that
     megatron's torch_dist strategy saves (keys = ShardedTensor keys, main replicas only)."""
-    from megatron.core.dist_checkpointing.strategies.torch import (
+    from megatron.core.dist_checkpointing.strategies.torch import (  # lazy: internal
         _replace_state_dict_keys_with_sharded_keys,
         mcore_to_pyt_state_dict,
     )
@@ -69,7 +75,7 @@ def to_dcp_state_dict(sharded: dict) -> dict:
 
 def save_planner_class() -> type:
     """megatron's DCP save planner (flatten_state_dict=False), to subclass for chunk-wise writes."""
-    from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
+    from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner  # lazy: internal
 
     return MCoreSavePlanner
 
@@ -79,7 +85,7 @@ def replace_writer_results_queue(make_queue: Callable[[], Any]) -> bool:
     module global `filesystem_async._results_queue`, None until first use in 0.12-0.16).
     False, and nothing done, when that global is not where those versions keep it."""
     try:
-        from megatron.core.dist_checkpointing.strategies import filesystem_async
+        from megatron.core.dist_checkpointing.strategies import filesystem_async  # lazy: internal
     except ImportError:
         return False
     if getattr(filesystem_async, "_results_queue", "absent") is not None:
@@ -94,7 +100,7 @@ def replace_writer_results_queue(make_queue: Callable[[], Any]) -> bool:
 def replace_rng_tracker(tracker_cls: type) -> None:
     """Make megatron's model-parallel RNG tracker an instance of `tracker_cls`, now and after any
     later `initialize_rng_tracker` call (megatron re-creates it from module globals)."""
-    from megatron.core.tensor_parallel import random as mp_random
+    from megatron.core.tensor_parallel import random as mp_random  # lazy: internal
 
     def keep_tracker(*args: Any, force_reset: bool = False, **kwargs: Any) -> None:
         if force_reset or mp_random._CUDA_RNG_STATE_TRACKER is None:
@@ -123,7 +129,7 @@ def prepare_and_norm(optimizer) -> float:
 
 def clip_to_norm(optimizer, clip_grad: float, norm: float) -> None:
     """Clip main grads by an already computed global norm, as `step()` would."""
-    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32  # lazy: internal
 
     for opt in inner_optimizers(optimizer):
         params = opt.get_parameters()
@@ -141,8 +147,6 @@ def step_with_ready_grads(optimizer) -> None:
 
 def torch_adam_optimizers(optimizer) -> list:
     """The torch.optim Adam/AdamW instances megatron falls back to without TE/apex (possibly none)."""
-    import torch
-
     inner = (getattr(o, "optimizer", None) for o in inner_optimizers(optimizer))
     return [o for o in inner if isinstance(o, (torch.optim.Adam, torch.optim.AdamW))]
 

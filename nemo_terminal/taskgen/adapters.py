@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.taskgen.envs import DEFAULT_IMAGE_PREFIX, image_name
 from nemo_terminal.taskgen.harbor_task import WORKDIR, TaskSettings, write_task
@@ -77,8 +79,6 @@ def adapt_record(kind: str, record: dict[str, Any], where: str, domain: str) -> 
 def adapt(input_path: str, kind: str, out: Path, domain: str | None = None,
           image_prefix: str = DEFAULT_IMAGE_PREFIX, limits: Limits | None = None) -> dict[str, Any]:
     """Write OUT/tasks/<kind>-NNNNNN for each record; report.json counts accepted and rejected."""
-    from tqdm import tqdm
-
     if kind not in KINDS:
         raise UserError(f"--kind must be one of {KINDS}, got {kind!r}")
     domain = domain or DEFAULT_DOMAINS[kind]

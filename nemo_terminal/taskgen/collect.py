@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.harbor.jobs import Job, Message, Trial, find_jobs, read_job
 from nemo_terminal.models.chat import join_reasoning, split_reasoning
@@ -63,8 +65,6 @@ def trial_record(job: Job, trial: Trial) -> tuple[dict[str, Any] | None, str | N
 
 def collect(paths: list[str], out_file: str | Path) -> dict[str, Any]:
     """Write one JSONL record per collectable trial of the jobs under `paths`; return the counts."""
-    from tqdm import tqdm
-
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [job for p in paths for job in find_jobs(p)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from datasketch import MinHash, MinHashLSH
+
 NUM_PERM = 128
 MINHASH_SEED = 1  # fixed: the same text always has the same signature
 
@@ -27,17 +29,12 @@ class NearDuplicates:
     def __init__(self, threshold: float = 0.8, ngram: int = 5):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-        from datasketch import (
-            MinHashLSH,  # imports scipy: ~1 s, paid only by `generate`
-        )
 
         self.threshold, self.ngram = threshold, ngram
         self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
         self._sigs: dict[str, Any] = {}
 
     def signature(self, text: str) -> Any:
-        from datasketch import MinHash
-
         m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
         m.update_batch(sorted(shingles(text, self.ngram)))
         return m

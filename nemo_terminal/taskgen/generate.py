@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from nemo_terminal.taskgen.cache import ReplyCache
 from nemo_terminal.taskgen.dedup import NearDuplicates
 from nemo_terminal.taskgen.envs import DEFAULT_IMAGE_PREFIX, image_name
@@ -96,8 +98,6 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def generate(attempts: list[Attempt], settings: LLMSettings, opts: GenerateOptions) -> dict[str, Any]:
     """Run the attempts against the endpoint and write OUT/tasks, report.json, rejected.jsonl, run.json."""
-    from tqdm import tqdm
-
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     client = ChatClient(settings, ReplyCache(opts.cache_dir))

@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import openai
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.taskgen.cache import ReplyCache, request_key
 
@@ -105,8 +107,6 @@ class ChatClient:
     """One endpoint + model, with retries, structured output, token counts and the reply cache."""
 
     def __init__(self, settings: LLMSettings, cache: ReplyCache | None = None):
-        import openai
-
         self.settings, self.cache = settings, cache
         self.counters = Counters()
         self._structured = settings.structured

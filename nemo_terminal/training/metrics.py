@@ -47,11 +47,11 @@ class MetricsLogger:
         self.path = Path(cfg.run_dir) / "metrics.jsonl"
         keep_rows_up_to(self.path, start_step)
         if cfg.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional (tensorboard is not a dependency)
 
             self.tb = SummaryWriter(str(Path(cfg.run_dir) / "tensorboard"))
         if cfg.log.wandb:
-            import wandb  # reads WANDB_API_KEY from the environment; never logged
+            import wandb  # lazy: optional, not a dependency; reads WANDB_API_KEY from the environment, never logs it
 
             self.wandb = wandb.init(project=cfg.log.wandb_project, dir=cfg.run_dir, resume="allow")
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
 from nemo_terminal.runtime import megatron_compat
 from nemo_terminal.training.config import TrainConfig
+from nemo_terminal.training.schedule import ReplannableScheduler
 
 
 def build_optimizer(train: TrainConfig, tcfg, model_chunks: list):
     """megatron-core's distributed AdamW (fp32 master weights under bf16)."""
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-
     opt_cfg = OptimizerConfig(
         optimizer="adam", lr=train.lr, min_lr=train.min_lr, weight_decay=train.weight_decay,
         adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2, adam_eps=train.adam_eps, clip_grad=train.clip_grad,
@@ -24,8 +24,6 @@ def build_optimizer(train: TrainConfig, tcfg, model_chunks: list):
 
 def build_scheduler(optimizer, train: TrainConfig, total_steps: int):
     """Linear warm-up from 0 over warmup_fraction of the steps, then cosine to min_lr."""
-    from nemo_terminal.training.schedule import ReplannableScheduler
-
     warmup = int(round(train.warmup_fraction * total_steps))
     return ReplannableScheduler(
         optimizer, init_lr=0.0, max_lr=train.lr, min_lr=train.min_lr, lr_warmup_steps=warmup,

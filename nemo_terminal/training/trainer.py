@@ -20,6 +20,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from megatron.core import parallel_state as ps
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from nemo_terminal.checkpoint import directory as cio
 from nemo_terminal.checkpoint import megatron_lm
@@ -27,11 +31,14 @@ from nemo_terminal.checkpoint import save_load as checkpoint
 from nemo_terminal.checkpoint.preload import check_before_load
 from nemo_terminal.checkpoint.source import CheckpointSource, open_checkpoint
 from nemo_terminal.checkpoint.te_extra_state import missing_extra_state
+from nemo_terminal.data.loader.batches import packed_seq_params
+from nemo_terminal.data.loader.module import TerminalDataModule
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.provider import resolve_attention_backend
-from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs, to_transformer_config
-from nemo_terminal.runtime import init_distributed, init_parallel_state, is_rank0
+from nemo_terminal.models.provider import build_gpt_model, resolve_attention_backend, to_transformer_config
+from nemo_terminal.models.qwen3 import Qwen3Config, rope_kwargs
+from nemo_terminal.models.tokenizer import tokenizer_hash
 from nemo_terminal.runtime.device import current_device
+from nemo_terminal.runtime.distributed import init_distributed, init_parallel_state, is_rank0
 from nemo_terminal.runtime.launch import launch_rank, single_process_env
 from nemo_terminal.training import performance
 from nemo_terminal.training.config import Config, check_run_paths, to_yaml
@@ -65,8 +72,6 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------
     def setup(self) -> Trainer:
-        from megatron.core import parallel_state as ps
-
         cfg = self.cfg
         check_run_paths(cfg)  # inputs exist, run_dir writable and apart from them: before any work
         source = self._model_source()
@@ -138,11 +143,6 @@ class Trainer:
         return model_cfg
 
     def _build_data(self, source: Path):
-        from megatron.core import parallel_state as ps
-
-        from nemo_terminal.data.loader.module import TerminalDataModule
-        from nemo_terminal.models.tokenizer import tokenizer_hash
-
         cfg = self.cfg
         data = TerminalDataModule(
             cfg.data,
@@ -170,8 +170,6 @@ class Trainer:
         return steps
 
     def _transformer_config(self):
-        from megatron.core.distributed import finalize_model_grads
-
         p, t = self.cfg.parallel, self.cfg.train
         self.perf = performance.resolve(
             t, accelerator=current_device().is_accelerator, cp=p.cp, dp_cp=self.dp * p.cp,
@@ -193,10 +191,6 @@ class Trainer:
         return tcfg
 
     def _build_model(self) -> list:
-        from megatron.core import parallel_state as ps
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-
-        from nemo_terminal.models.provider import build_gpt_model
 
         chunks = []
         vpp = self.cfg.parallel.vpp
@@ -281,7 +275,6 @@ class Trainer:
                       last_stage_layers=p.last_stage_layers, world_size=dist.get_world_size())
         state.update(megatron_lm.common_state(self.model_cfg, self.step, **layout))  # what Megatron-LM/Bridge read
         if is_rank0():  # TE-spec loaders need every TE module's _extra_state; one rank writes the missing ones
-            from megatron.core.dist_checkpointing.dict_utils import nested_values
 
             model_parts = [v for k, v in state.items() if k.startswith("model")]
             state["te_extra_state"] = missing_extra_state(self.model_cfg, list(nested_values(model_parts)))
@@ -298,8 +291,6 @@ class Trainer:
 
     def train_step(self, micro_batches: list[dict]) -> dict[str, Any]:
         """One optimizer step over this rank's micro-batches; returns the global metrics."""
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
@@ -324,8 +315,6 @@ class Trainer:
 
     def evaluate(self) -> float | None:
         """Token-mean loss over the validation bins (all DP×CP ranks), or None without a validation set."""
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
         val = self.data.val_dataloader()
         reports: list = []
         for chunk in self.model:
@@ -400,8 +389,6 @@ class Trainer:
 
 
 def _forward_step(data_iterator: Iterator, model, padded_only: bool = False):
-    from nemo_terminal.data.loader.batches import packed_seq_params
-
     batch = next(data_iterator)
     output = model(
         batch["tokens"], batch["position_ids"], None, labels=batch["labels"],
@@ -416,8 +403,6 @@ def _to_device(batch: dict) -> dict:
 
 def _global_loss(reports: list[dict]) -> tuple[float, float]:
     """Σ loss and Σ loss tokens over micro-batches, DP and CP, known on every rank."""
-    from megatron.core import parallel_state as ps
-
     total = current_device().zeros(2, dtype=torch.float64)
     if ps.is_pipeline_last_stage(ignore_virtual=True):
         for report in reports:
@@ -429,8 +414,6 @@ def _global_loss(reports: list[dict]) -> tuple[float, float]:
 
 def _global_token_stats(micro: list[dict]) -> tuple[int, float]:
     """Real tokens and Σ(doc length²) of the global batch (for throughput and MFU)."""
-    from megatron.core import parallel_state as ps
-
     tokens = sum(int(b["num_tokens"]) for b in micro)
     sq = 0.0
     if ps.get_context_parallel_rank() == 0 and ps.get_tensor_model_parallel_rank() == 0:

@@ -11,6 +11,8 @@ packages import each other, directly or around a longer cycle. docs/architecture
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -106,3 +108,39 @@ def test_no_cuda_question_outside_runtime():
              for path in sorted(PACKAGE.rglob("*.py")) if _unit(path) != "runtime"
              for i, line in enumerate(path.read_text().splitlines(), 1) if any(a in line for a in asks)]
     assert found == []
+
+
+def _function_local_imports(path: Path) -> list[ast.stmt]:
+    tree = ast.parse(path.read_text())
+    found = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found[node.lineno] = node
+    return list(found.values())
+
+
+def test_imports_are_at_module_top_unless_a_reason_is_given():
+    """A function-local import hides a dependency; each one left says why on its line (`# lazy: ...`).
+    The subcommand modules are the exception: the CLI imports each only when it runs."""
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if _unit(path) == "commands":
+            continue
+        lines = path.read_text().splitlines()
+        unexplained += [f"{path.relative_to(PACKAGE)}:{n.lineno}: {lines[n.lineno - 1].strip()}"
+                        for n in _function_local_imports(path) if "# lazy:" not in lines[n.lineno - 1]]
+    assert unexplained == []
+
+
+def test_commands_without_megatron_do_not_import_it():
+    """megatron-core costs 2.5 s to import: export, plan, prepare and eval do not need it."""
+    modules = ["nemo_terminal.convert.exporter", "nemo_terminal.commands.plan", "nemo_terminal.training.planner",
+               "nemo_terminal.data.pipeline.prepare", "nemo_terminal.evaluation.run", "nemo_terminal.models.qwen3",
+               "nemo_terminal.checkpoint.directory", "nemo_terminal.checkpoint.source"]
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'megatron'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from megatron.core.packed_seq_params import PackedSeqParams
 
 from nemo_terminal.data.store import Bin
 from nemo_terminal.runtime.context_parallel import zigzag_positions
@@ -103,8 +104,6 @@ def packed_seq_params(batch: dict[str, Any], padded_only: bool = False):
     which causal attention never lets them see, and has no loss, so the loss is unchanged, and TE
     runs its plain THD kernel instead of the padded-THD one (as Megatron-Bridge does).
     """
-    from megatron.core.packed_seq_params import PackedSeqParams
-
     if padded_only:
         cu = batch["cu_seqlens_padded"]
         return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,

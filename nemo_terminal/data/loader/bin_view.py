@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
+
+from nemo_terminal.errors import UserError
 
 GREEN, RESET = "\x1b[32m", "\x1b[0m"
 
@@ -13,8 +16,6 @@ GREEN, RESET = "\x1b[32m", "\x1b[0m"
 def bin_documents(ds: Any, index: int) -> list[dict[str, Any]]:
     """Bin `index` as a list of documents: unpadded input_ids and loss_mask, plus lengths."""
     if not 0 <= index < len(ds):
-        from nemo_terminal.errors import UserError
-
         raise UserError(f"--index {index} is out of range: {ds.path} has {len(ds)} bins (0..{len(ds) - 1})")
     b = ds.bin(index)
     docs, start = [], 0
@@ -37,10 +38,6 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
 
 def render_bin(ds: Any, index: int, tokenizer_dir: str | None, color: bool) -> str:
     """Human view: decoded text per document; trained tokens in green (tty) or inside [[ ]]."""
-    from tokenizers import Tokenizer
-
-    from nemo_terminal.errors import UserError
-
     tok_dir = tokenizer_dir or ds.manifest.get("tokenizer_dir")
     if not tok_dir or not (Path(tok_dir) / "tokenizer.json").is_file():
         raise UserError(f"tokenizer {tok_dir!r} not found; pass --tokenizer TOKDIR (the one used by prepare)")

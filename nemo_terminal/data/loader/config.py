@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.options import check_int
 
@@ -146,7 +148,6 @@ def as_data_config(cfg: Any) -> DataConfig:
     """Accept a DataConfig, an omegaconf DictConfig or a plain dict."""
     if isinstance(cfg, DataConfig):
         return cfg
-    from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)

@@ -108,10 +108,11 @@ def te_template_load(meg: str, with_te_keys: bool) -> str:
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-    from nemo_terminal.checkpoint import directory as cio
+    from nemo_terminal.checkpoint import save_load
     from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.convert.verify import build_stage
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     src = open_checkpoint(meg)
     init_parallel_state(ParallelConfig())
@@ -133,7 +134,7 @@ def te_template_load(meg: str, with_te_keys: bool) -> str:
     except BaseException as err:  # noqa: BLE001 - torch's CheckpointException is a BaseException
         return f"failed: {type(err).__name__}: {str(err)[-400:]}"  # the cause is at the end
     got = loaded["model"]["embedding.word_embeddings.weight"]
-    cio.load_model_weights([model], src.iter_dir)
+    save_load.load_model_weights([model], src.iter_dir)
     same = torch.equal(got, model.embedding.word_embeddings.weight.detach())
     return "ok" if same else "loaded different weights"
 
@@ -150,16 +151,17 @@ def _two_loads(new: str, old: str) -> tuple[str, str]:
     """Our import, and the same weights saved by megatron-core from the local-spec model alone."""
     from megatron.core import dist_checkpointing
 
-    from nemo_terminal.checkpoint import directory as cio
+    from nemo_terminal.checkpoint import save_load
     from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.convert.verify import build_stage
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     result = te_template_load(new, True)
     src = open_checkpoint(new)
     init_parallel_state(ParallelConfig())
     model = build_stage(src.cfg, 1, 1)
-    cio.load_model_weights([model], src.iter_dir)
+    save_load.load_model_weights([model], src.iter_dir)
     (Path(old) / "release").mkdir(parents=True)
     dist_checkpointing.save({"model": model.sharded_state_dict()}, str(Path(old) / "release"))
     shutil.copy(Path(new) / "model_config.json", Path(old) / "model_config.json")
@@ -178,15 +180,16 @@ def save_foreign(meg: str, mlm: str, bridge: str) -> None:
     from megatron.core import dist_checkpointing
 
     from nemo_terminal.checkpoint import directory as cio
-    from nemo_terminal.checkpoint import megatron_lm
+    from nemo_terminal.checkpoint import megatron_lm, save_load
     from nemo_terminal.checkpoint.source import open_checkpoint
     from nemo_terminal.convert.verify import build_stage
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     src = open_checkpoint(meg)
     init_parallel_state(ParallelConfig())
     model = build_stage(src.cfg, 1, 1)
-    cio.load_model_weights([model], src.iter_dir)
+    save_load.load_model_weights([model], src.iter_dir)
     args = megatron_lm.megatron_lm_args(src.cfg, iteration=100)
     args.params_dtype = torch.float32
     for root, step in ((Path(mlm), 100), (Path(bridge), 50)):

@@ -44,6 +44,7 @@ def parallel_job(meg: str, prompts: list, save_to: str, export_to: str):
     from megatron.core import dist_checkpointing
 
     from nemo_terminal.checkpoint import directory as cio
+    from nemo_terminal.checkpoint import save_load
     from nemo_terminal.convert.exporter import export_hf
     from nemo_terminal.convert.verify import build_stage, megatron_logits
 
@@ -51,7 +52,7 @@ def parallel_job(meg: str, prompts: list, save_to: str, export_to: str):
     tp2 = megatron_logits(meg, prompts, tp=2, pp=1)
     cfg = cio.read_model_config(meg)
     model = build_stage(cfg, 2, 1)
-    cio.load_model_weights([model], cio.resolve_checkpoint(meg))
+    save_load.load_model_weights([model], cio.resolve_checkpoint(meg))
     it = Path(save_to) / cio.iter_name(5)
     it.mkdir(parents=True, exist_ok=True)
     dist_checkpointing.save({"model": model.sharded_state_dict(), "iteration": 5}, str(it))  # extra entry: ignored

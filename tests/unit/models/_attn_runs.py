@@ -40,8 +40,7 @@ def _bins(seed: int = 0):
 
 
 def _model(hf, cfg, tcfg_kwargs: dict, pp_rank: int = 0, pp: int = 1):
-    from nemo_terminal.models.provider import build_gpt_model
-    from nemo_terminal.models.qwen3 import to_transformer_config
+    from nemo_terminal.models.provider import build_gpt_model, to_transformer_config
 
     per_stage = cfg.num_hidden_layers // pp
     pre, post = pp_rank == 0, pp_rank == pp - 1
@@ -138,7 +137,8 @@ def packed_cp_run() -> dict:
     from megatron.core import parallel_state as ps
 
     from nemo_terminal.data.loader.batches import build_micro_batch
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     hf, cfg = tiny_hf_model(seed=0), _qwen3_config()
     bins, docs = _bins()
@@ -185,7 +185,8 @@ def _pp_once(hf, cfg, bins, pp: int) -> dict:
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from nemo_terminal.data.loader.batches import build_micro_batch
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     init_parallel_state(ParallelConfig(pp=pp), seed=1)
     stage = ps.get_pipeline_model_parallel_rank()

@@ -60,9 +60,10 @@ def _measure(tp: int, heads: int, kv_heads: int, fused: bool) -> tuple[int, floa
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.spec_utils import build_module
 
-    from nemo_terminal.models.provider import layer_spec
-    from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.models.provider import layer_spec, to_transformer_config
+    from nemo_terminal.models.qwen3 import Qwen3Config
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
     from nemo_terminal.training.planner import Kernels, activation_bytes_per_layer
 
     parallel = ParallelConfig(tp=tp)

@@ -25,9 +25,10 @@ def _train_losses(tp: int, steps: int = 3) -> list[float]:
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from nemo_terminal.models.provider import build_gpt_model
-    from nemo_terminal.models.qwen3 import Qwen3Config, to_transformer_config
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.models.provider import build_gpt_model, to_transformer_config
+    from nemo_terminal.models.qwen3 import Qwen3Config
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     init_parallel_state(ParallelConfig(tp=tp), seed=7)
     cfg = Qwen3Config(**SHAPE)

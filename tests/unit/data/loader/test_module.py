@@ -10,7 +10,7 @@ from nemo_terminal.data.loader.config import DataConfig
 from nemo_terminal.data.loader.module import TerminalDataModule
 from nemo_terminal.data.store import write_random_dataset
 from nemo_terminal.errors import UserError
-from nemo_terminal.runtime import ParallelConfig
+from nemo_terminal.runtime.parallel import ParallelConfig
 
 
 def _dm(cfg, **kw) -> TerminalDataModule:

@@ -30,7 +30,8 @@ def _rope_thd(max_seqlen: int, cu: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
     from megatron.core.transformer import TransformerConfig
 
-    from nemo_terminal.runtime import ParallelConfig, init_parallel_state
+    from nemo_terminal.runtime.distributed import init_parallel_state
+    from nemo_terminal.runtime.parallel import ParallelConfig
 
     init_parallel_state(ParallelConfig())
     from megatron.core import parallel_state
