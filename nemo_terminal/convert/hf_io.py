@@ -79,7 +79,7 @@ class HFCheckpoint:
                         ckpt.files[key] = name
                         ckpt.shapes[key] = tuple(f.get_slice(key).get_shape())
             except Exception as err:  # safetensors raises its own error types for bad headers
-                raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+                raise UserError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
             ckpt.layout.update(_data_layout(path))  # the header safe_open has just validated
         if weight_map is not None:
             for key, name in weight_map.items():
@@ -120,7 +120,7 @@ class HFCheckpoint:
             except UserError:
                 raise
             except Exception as err:
-                raise UserError(f"{path}: cannot read tensors {list(names)} (truncated or corrupt?): {err}") from None
+                raise UserError(f"{path}: cannot read tensors {list(names)} (truncated or corrupt?): {err}") from err
         return [out[n] for n in names]
 
 
