@@ -127,8 +127,8 @@ class PackedDatasetWriter:
                 raise ValueError(f"document of {n} padded tokens is not a multiple of pad_multiple={multiple}")
             rows.append((self._counts["tokens"] + total, int(length), n))
             total += n
-            self._files["tokens"].write(np.ascontiguousarray(tokens, dtype="<i4").tobytes())
-            self._files["loss_mask"].write(np.ascontiguousarray(mask, dtype="u1").tobytes())
+            self._files["tokens"].write(np.ascontiguousarray(tokens, dtype="<i4"))  # the buffer itself: no copy
+            self._files["loss_mask"].write(np.ascontiguousarray(mask, dtype="u1"))
         if seq_length and total > seq_length:
             raise ValueError(f"bin of {total} padded tokens exceeds seq_length={seq_length}")
         self._files["docs"].write(np.asarray(rows, dtype="<i8").tobytes())

@@ -17,6 +17,9 @@ import json
 import logging
 from pathlib import Path
 
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import BPE
+
 from nemo_terminal.errors import UserError
 from nemo_terminal.models.chat_template import published_qwen3_template
 
@@ -74,7 +77,7 @@ assert ENDOFTEXT_ID + len(ADDED_TOKENS) - 1 == THINK_END_ID
 def ranks_path() -> Path:
     """Where `dashscope` keeps the Qwen BPE ranks."""
     try:
-        import dashscope
+        import dashscope  # lazy: 0.6 s to import, for the ranks file only (building a tokenizer)
     except ImportError:
         raise UserError("the `dashscope` package (it ships qwen.tiktoken) is missing: pip install dashscope") from None
     path = Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken"
@@ -149,9 +152,6 @@ def bpe_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[
 
 def build_tokenizer(ranks: dict[bytes, int] | None = None):
     """The `tokenizers.Tokenizer` for Qwen3 (BPE + Qwen regex + byte level + added tokens)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import BPE
-
     vocab, merges = bpe_vocab_and_merges(ranks or load_ranks())
     tok = Tokenizer(BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
@@ -241,7 +241,7 @@ def check_tokenizer_dir(path: str | Path) -> Path:
 
 def load_tokenizer(path: str | Path):
     """`AutoTokenizer` on a local directory; remote code is never trusted."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: 0.7 s to import; prepare and the trainer import this module
 
     path = check_tokenizer_dir(path)
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)

@@ -11,21 +11,24 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from nemo_terminal.data.pipeline.config import PrepareConfig
+from nemo_terminal.data.pipeline.config import PrepareConfig, identity_config
+from nemo_terminal.data.pipeline.filters import build_benchmark_index
 from nemo_terminal.data.pipeline.pack import OriginPacker
 from nemo_terminal.data.pipeline.parallel_map import WorkerPool, ordered_map
 from nemo_terminal.data.pipeline.processing import Result, init_worker, process_chunk
 from nemo_terminal.data.pipeline.readers import BadInputFile, InputFile, file_sha256, iter_rows, resolve_inputs
 from nemo_terminal.data.pipeline.report import Accounting, kept_check
 from nemo_terminal.data.pipeline.validate import VALIDATION_REASONS
+from nemo_terminal.data.store import PackedDataset, PackedDatasetWriter
 from nemo_terminal.errors import UserError
-from nemo_terminal.models.tokenizer import tokenizer_hash
+from nemo_terminal.models.tokenizer import ENDOFTEXT_ID, check_tokenizer_dir, tokenizer_hash
 from nemo_terminal.output_dir import DATASET, check_output, remove_stale_temp_dirs
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,6 @@ def _chunks(files: list[InputFile], cfg: PrepareConfig, acct: Accounting) -> Ite
 
 def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
     """What decides the output bytes: compared to make a re-run a no-op."""
-    from nemo_terminal.data.pipeline.config import identity_config
-
     config = identity_config(manifest.get("config", {}))  # also reads manifests of older versions
     return {"tokenizer_hash": manifest.get("tokenizer_hash"), "config": config,
             "inputs": [(i.get("kind"), i.get("sha256") or i.get("path")) for i in manifest.get("inputs", [])],
@@ -78,8 +79,6 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _existing_report(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The report of an up-to-date dataset at out_dir, None if there is none; UserError if it differs."""
-    from nemo_terminal.data.store import PackedDataset
-
     if not out_dir.exists():
         return None
     try:
@@ -93,18 +92,29 @@ def _existing_report(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] 
 
 
 def _manifest(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig) -> dict[str, Any]:
-    decon = cfg.filters.decontaminate_file
+    """The dataset's manifest, but for the content hashes: `_add_hashes` fills those in."""
     return {
-        "tokenizer_hash": tokenizer_hash(tokenizer_dir), "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
+        "tokenizer_hash": None, "tokenizer_dir": str(Path(tokenizer_dir).resolve()),
         "seq_length": cfg.seq_length, "pad_multiple": cfg.pad_multiple(), "cp_size": cfg.parallel.cp,
         "tp_size": cfg.parallel.tp, "sequence_parallel": cfg.parallel.sequence_parallel, "seed": cfg.seed,
         "config": cfg.to_dict(), "prepare_version": PREPARE_VERSION,
         "thinking": cfg.thinking,  # how training renders reasoning; export's chat template follows it
-        "inputs": [{"path": f.path, "kind": f.kind, "origin": f.origin, "sha256": file_sha256(f), "records": None}
+        "inputs": [{"path": f.path, "kind": f.kind, "origin": f.origin, "sha256": None, "records": None}
                    for f in files],
         "origins": list(dict.fromkeys(f.origin for f in files)),  # each packed into its own bins
-        "decontaminate_sha256": file_sha256(InputFile(decon, "txt")) if decon else None,
+        "decontaminate_sha256": None,
+        "pad_id": ENDOFTEXT_ID,
     }
+
+
+def _add_hashes(manifest: dict[str, Any], files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig) -> None:
+    """Fill in the manifest's content hashes: a pass over every input, and ~0.5 CPU-s of JSON for
+    the tokenizer (once per process). A run does this while its workers tokenize."""
+    manifest["tokenizer_hash"] = tokenizer_hash(tokenizer_dir)
+    for entry, f in zip(manifest["inputs"], files, strict=True):
+        entry["sha256"] = file_sha256(f)
+    decon = cfg.filters.decontaminate_file
+    manifest["decontaminate_sha256"] = file_sha256(InputFile(decon, "txt")) if decon else None
 
 
 def _check_strict(cfg: PrepareConfig, files: list[InputFile], fi: int, ri: int, res: Result) -> None:
@@ -118,8 +128,6 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
                     cfg: PrepareConfig, force: bool = False) -> dict[str, Any]:
     """Prepare a packed dataset at out_dir and return its report. A no-op (returning the stored
     report) when out_dir already holds the same inputs prepared with the same settings."""
-    from nemo_terminal.models.tokenizer import check_tokenizer_dir
-
     tokenizer_dir, out = str(check_tokenizer_dir(tokenizer_dir)), Path(out_dir)
     files = resolve_inputs(list(inputs), cfg.split)
     # --out apart from every input, --force only onto a dataset: refused before any work.
@@ -140,8 +148,6 @@ def prepare_dataset(inputs: list[str], tokenizer_dir: str | os.PathLike, out_dir
 
 
 def _benchmark_index(cfg: PrepareConfig) -> np.ndarray | None:
-    from nemo_terminal.data.pipeline.filters import build_benchmark_index
-
     if not cfg.filters.decontaminate_file:
         return None
     bench = build_benchmark_index(cfg.filters.decontaminate_file, cfg.filters.decontaminate_ngram)
@@ -152,12 +158,9 @@ def _benchmark_index(cfg: PrepareConfig) -> np.ndarray | None:
 def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: PrepareConfig, force: bool,
              pool: WorkerPool | None, bench: np.ndarray | None) -> dict[str, Any]:
     """prepare_dataset after its checks: the no-op test, then the run and its report."""
-    from nemo_terminal.data.store import PackedDatasetWriter
-    from nemo_terminal.models.tokenizer import ENDOFTEXT_ID
-
     manifest = _manifest(files, tokenizer_dir, cfg)
-    manifest["pad_id"] = ENDOFTEXT_ID
-    if not force:
+    if not force and out.exists():  # the no-op test compares content hashes: they are needed first
+        _add_hashes(manifest, files, tokenizer_dir, cfg)
         existing = _existing_report(out, manifest)
         if existing is not None:
             log.info("%s is up to date with its inputs and settings; nothing to do (--force re-runs)", out)
@@ -166,7 +169,11 @@ def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: Prepare
     acct = Accounting([f.path for f in files], manifest["origins"])
     start = time.perf_counter()
     with PackedDatasetWriter(out, manifest, force=force) as writer:
-        _run(files, tokenizer_dir, cfg, bench, acct, writer, pool)
+        # The hashes go only into the manifest, written last: computed while the workers tokenize,
+        # they no longer hold back the first tasks (the tokenizer's alone took 0.5-1 s of wall time).
+        hashed = manifest["tokenizer_hash"] is not None
+        _run(files, tokenizer_dir, cfg, bench, acct, writer, pool,
+             meanwhile=None if hashed else lambda: _add_hashes(manifest, files, tokenizer_dir, cfg))
         elapsed = time.perf_counter() - start
         report = acct.report(cfg.seq_length, {
             "elapsed_s": round(elapsed, 3), "workers": cfg.workers, "thinking": cfg.thinking,
@@ -182,7 +189,7 @@ def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: Prepare
             report["warnings"] = [warning]
         for entry, f in zip(manifest["inputs"], acct.files, strict=False):
             entry["records"] = f["records_in"]
-        writer.update_manifest(inputs=manifest["inputs"])
+        writer.update_manifest(**manifest)
         writer.write_json("report.json", report)
     log.info("prepared %s: %d/%d records kept, %d bins, packing efficiency %.3f, %.0f tokens/s",
              out, report["records_kept"], report["records_in"], report["bins"],
@@ -191,10 +198,10 @@ def _prepare(files: list[InputFile], tokenizer_dir: str, out: Path, cfg: Prepare
 
 
 def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: np.ndarray | None,
-         acct: Accounting, writer: Any, pool: WorkerPool | None) -> None:
-    """The streaming loop: results in input order -> dedup -> packer -> writer."""
-    from tqdm import tqdm
-
+         acct: Accounting, writer: Any, pool: WorkerPool | None, meanwhile: Callable[[], None] | None) -> None:
+    """The streaming loop: results in input order -> dedup -> packer -> writer. `meanwhile` is
+    this process's own work: called once the first results are in (the workers then hold a full
+    window of tasks), or at the end when there were none."""
     packer = OriginPacker(cfg.seq_length, cfg.shuffle_window, cfg.seed)
     origin_index = {name: i for i, name in enumerate(dict.fromkeys(f.origin for f in files))}
     file_origin = [origin_index[f.origin] for f in files]
@@ -212,6 +219,9 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
         ordered_map(process_chunk, chunks, 1, init_worker, (tokenizer_dir, cfg, bench, cfg.pad_multiple()))
     try:
         for meta, chunk_results in results:
+            if meanwhile is not None:
+                meanwhile()
+                meanwhile = None
             for (fi, ri), res in zip(meta, chunk_results, strict=False):
                 _check_strict(cfg, files, fi, ri, res)
                 if res.reason is None and res.dedup_hash is not None:
@@ -231,6 +241,8 @@ def _run(files: list[InputFile], tokenizer_dir: str, cfg: PrepareConfig, bench: 
             bar.update(len(meta))
             bar.set_postfix_str(f"{acct.total('tokens') / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s",
                                 refresh=False)
+        if meanwhile is not None:
+            meanwhile()
         write(packer.flush())
     finally:
         results.close()  # the caller closes the pool

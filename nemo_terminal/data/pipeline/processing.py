@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from nemo_terminal.data.pipeline.config import PrepareConfig
 from nemo_terminal.data.pipeline.filters import RecordFilter, conversation_hash
@@ -58,8 +59,6 @@ class Processor:
 
     def __init__(self, tokenizer_dir: str, cfg: PrepareConfig, benchmark_index: np.ndarray | None,
                  pad_multiple: int):
-        from tokenizers import Tokenizer
-
         self.cfg = cfg
         tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
         missing = [t for t in QWEN_CHAT_TOKENS if tok.token_to_id(t) is None]

@@ -39,10 +39,10 @@ def summary_text(ds: Any) -> str:
 
 def write_histograms(ds: Any, out_dir: str | os.PathLike) -> list[Path]:
     """PNG histograms of document lengths, assistant turns per document and bin fill."""
-    import matplotlib
+    import matplotlib  # lazy: 0.3 s to import, for the histograms only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use (no display), which must come first
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 AGENT_PROMPT = (
     "You are an AI assistant tasked with solving command-line tasks in a Linux environment. "
     "You will be given a task description and the output from previously executed commands. "
@@ -204,9 +207,6 @@ def write_jsonl(path: str | Path, n: int, seed: int, **kwargs: Any) -> Path:
 
 def write_parquet(path: str | Path, n: int, seed: int, row_group: int = 64, **kwargs: Any) -> Path:
     """Write n records as parquet with the corpus's column types, streaming row groups."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = [pa.field("conversations", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))]

@@ -60,7 +60,8 @@ def validate_record(conversations: Any) -> tuple[Turns | None, str | None]:
     if len(turns) - first < 2:
         return None, "no_assistant_turn"
     for role, content in turns:
-        if not content.strip() and role != "system":  # an empty system prompt renders as Qwen3 does
+        # An empty system prompt renders as Qwen3 does. isspace() is `not strip()` without the copy.
+        if (not content or content.isspace()) and role != "system":
             return None, "empty_content"
         if not content.isascii():  # ASCII (most text) is valid UTF-8: skip the copy
             try:
