@@ -19,6 +19,7 @@ import logging
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"packing efficiency: small {result['packing_efficiency_small']:.4f}, large {pe:.4f}; target >= 0.95")
     print(f"peak RSS MiB small {rss_small}, large {rss_large}; growth x{result['rss_growth_10x']:.2f}; target <= 1.5")
     print(f"wrote {args.out}")
+    if not args.work_dir:  # a temp dir of ours (~350 MB): gone; a --work-dir the user named stays
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
