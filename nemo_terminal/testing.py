@@ -22,9 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from nemo_terminal.runtime.distributed import destroy, free_port, init_distributed
+from nemo_terminal.runtime.launch import free_port
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, kwargs: dict, out: str) -> None:
@@ -32,6 +30,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, kwargs: dict, o
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
     )
+    import torch  # lazy: after OMP_NUM_THREADS is set; the test process itself needs no torch or megatron-core
+
+    from nemo_terminal.runtime.distributed import destroy, init_distributed  # lazy: as above
 
     torch.set_num_threads(1)
     result: dict[str, Any]
@@ -128,60 +129,86 @@ def require_tool(name: str) -> str:
 # --- A scripted OpenAI-compatible chat server: a real HTTP endpoint for agents, without a model ---
 
 
-class ScriptedChatServer:
-    """Serve /v1/chat/completions on 127.0.0.1, answering with `replies` in turn (the last repeats).
+class LocalChatServer:
+    """A real OpenAI-compatible HTTP endpoint on 127.0.0.1 for tests, without a model.
 
-    Lets a real agent (Harbor's Terminus-2 via LiteLLM, `hosted_vllm/NAME` with api_base=`.url`)
-    run end to end offline; every request body is kept in `.requests` for assertions.
-    Use as a context manager.
+    This runs the server, keeps each POSTed request in `.requests` (as `record` makes it) and sends
+    JSON; a subclass says what to answer in `answer`. Use as a context manager; `.url` is the base URL.
     """
 
-    def __init__(self, replies: list[str], model: str = "scripted"):
-        self.replies, self.model, self.requests = list(replies), model, []
+    model = "local"
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.lock = threading.Lock()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def _send(self, payload: dict) -> None:
+            def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
                 data = json.dumps(payload).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # /v1/models
-                self._send({"object": "list", "data": [{"id": server.model, "object": "model"}]})
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming; /v1/models
+                self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]}, {})
 
-            def do_POST(self) -> None:
+            def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with server._lock:
-                    server.requests.append(body)
-                    reply = server.replies[min(len(server.requests), len(server.replies)) - 1]
-                prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4  # rough
-                self._send({
-                    "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
-                    "model": server.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": reply}}],
-                    "usage": {"prompt_tokens": prompt, "completion_tokens": len(reply) // 4,
-                              "total_tokens": prompt + len(reply) // 4},
-                })
+                with server.lock:
+                    server.requests.append(server.record(dict(self.headers.items()), body))
+                    count = len(server.requests)
+                self._send(*server.answer(self.path, body, count))
 
-            def log_message(self, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-        self._lock = threading.Lock()
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> ScriptedChatServer:
+    def record(self, headers: dict[str, str], body: dict) -> Any:
+        """What `.requests` keeps of one request: its body."""
+        return body
+
+    def answer(self, path: str, body: dict, count: int) -> tuple[int, dict, dict[str, str]]:
+        """(status, JSON payload, extra headers) for the `count`-th request."""
+        raise NotImplementedError
+
+    def __enter__(self) -> LocalChatServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class ScriptedChatServer(LocalChatServer):
+    """Answers /v1/chat/completions with `replies` in turn (the last repeats).
+
+    Lets a real agent (Harbor's Terminus-2 via LiteLLM, `hosted_vllm/NAME` with api_base=`.url`)
+    run end to end offline; every request body is kept in `.requests` for assertions.
+    """
+
+    def __init__(self, replies: list[str], model: str = "scripted"):
+        self.replies, self.model = list(replies), model
+        super().__init__()
+
+    def answer(self, path: str, body: dict, count: int) -> tuple[int, dict, dict[str, str]]:
+        reply = self.replies[min(count, len(self.replies)) - 1]
+        prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4  # rough
+        return 200, {
+            "id": f"chatcmpl-{count}", "object": "chat.completion", "created": 0, "model": self.model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": len(reply) // 4,
+                      "total_tokens": prompt + len(reply) // 4},
+        }, {}
 
 
 def process_gone(pid: int, timeout: float = 10.0) -> bool:

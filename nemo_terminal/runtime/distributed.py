@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import socket
 import subprocess
 
 import torch.distributed as dist
@@ -13,16 +12,10 @@ from megatron.core import parallel_state, tensor_parallel
 
 from nemo_terminal.runtime import container_check, cpu_compat, megatron_compat
 from nemo_terminal.runtime.device import select_device
+from nemo_terminal.runtime.launch import free_port
 from nemo_terminal.runtime.parallel import ParallelConfig
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    """An unused local TCP port, for a rendezvous on this machine."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env_from_slurm() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 
 def launch_rank() -> int:
@@ -24,3 +25,10 @@ def single_process_env() -> dict[str, str]:
     the parent's rendezvous as a second rank 0."""
     return {k: v for k, v in os.environ.items()
             if k not in _RANK_VARIABLES and not k.startswith("TORCHELASTIC_")}
+
+
+def free_port() -> int:
+    """An unused local TCP port, for a rendezvous on this machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

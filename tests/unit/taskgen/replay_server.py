@@ -10,65 +10,35 @@ on per server: refuse `response_format` (400, like servers without structured ou
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from nemo_terminal.testing import LocalChatServer
 
 REPLIES = Path(__file__).parent / "replies"
 _CASE = re.compile(r"\[case:(\w+)\]")
 
 
-class ReplayServer:
+class ReplayServer(LocalChatServer):
+    model = "replay"
+
     def __init__(self, replies: Path = REPLIES, reject_response_format: bool = False,
                  rate_limit_once: tuple[str, ...] = ("good_ratelimited",), reasoning: str | None = None,
                  before_reply: Callable[[int], None] | None = None):
         self.replies, self.reject_response_format = replies, reject_response_format
         self.rate_limit_once, self.reasoning, self.before_reply = set(rate_limit_once), reasoning, before_reply
-        self.requests: list[dict[str, Any]] = []  # {"headers": {lowercase name: value}, "body": {...}}
-        self.lock = threading.Lock()
         self._limited: set[str] = set()
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
+    def record(self, headers: dict[str, str], body: dict) -> dict[str, Any]:
+        return {"headers": {k.lower(): v for k, v in headers.items()}, "body": body}
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with server.lock:
-                    server.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                    count = len(server.requests)
-                if server.before_reply is not None:
-                    server.before_reply(count)
-                status, payload, headers = server.respond(self.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ReplayServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def answer(self, path: str, body: dict, count: int) -> tuple[int, dict, dict[str, str]]:
+        if self.before_reply is not None:
+            self.before_reply(count)
+        return self.respond(path, body)
 
     @staticmethod
     def _error(status: int, message: str) -> tuple[int, dict, dict]:
